@@ -1,0 +1,67 @@
+"""The backend interface: compile (ONNX -> fixed-batch artifact), infer (ais_bench layout), perf."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..perf import PerfResult
+
+
+@dataclass
+class CompileResult:
+    artifact: str  # path of the compiled model file
+    batch_size: int
+    compile_seconds: float
+    backend: str
+    command: list[str] | None = None  # the tool's argv, where a tool ran (atc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class InferResult:
+    output_dir: str  # <output>/<output_dirname>: one file per input
+    num_inputs: int
+    num_outputs: int
+    batch_size: int
+    seconds: float
+    throughput: float  # images/s end to end, including file I/O
+    summary: dict[str, Any] = field(default_factory=dict)  # ais_bench summary JSON, where there is one
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backend(abc.ABC):
+    """One way to run the model. Implementations must write ais_bench's output layout exactly."""
+
+    name: ClassVar[str]
+    artifact_suffix: ClassVar[str]
+
+    @abc.abstractmethod
+    def compile(self, model: Path, batch_size: int, output_dir: Path, *, name: str | None = None) -> CompileResult:
+        """Compile ``model`` (ONNX, dynamic batch) for ``batch_size`` into ``output_dir``.
+
+        ``name`` is the artifact's base name (default ``<model stem>_bs<N>``, as in the recipe).
+        """
+
+    @abc.abstractmethod
+    def infer(self, artifact: Path, inputs: str | Path, batch_size: int, output: Path, output_dirname: str,
+              outfmt: str = "BIN") -> InferResult:
+        """Run every input file; write ``<output>/<output_dirname>/<stem>_0.<fmt>``, one per input."""
+
+    @abc.abstractmethod
+    def perf(self, artifact: Path, batch_size: int, *, loop: int = 20, warmup: int = 1) -> PerfResult:
+        """Pure performance: ``loop`` timed runs on random input after ``warmup`` untimed ones."""
+
+    @abc.abstractmethod
+    def options_key(self) -> dict[str, Any]:
+        """Everything besides model and batch size that changes the compiled artifact (cache key)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Device and software versions, for the results database."""

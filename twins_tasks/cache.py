@@ -1,0 +1,51 @@
+"""Content-addressed caches: a nightly run whose inputs did not change reuses earlier work.
+
+Keys: preprocessed inputs = dataset fingerprint + transform version + limit; ONNX model = checkpoint hash +
+export options; compiled artifact = model hash + batch size + backend options. Each entry is a directory
+built under a temporary name and renamed into place, so a concurrent run never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend
+from .files import atomic_dir, cached_sha256, sha256_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+COMPILE_RECORD = "compile.json"
+
+
+def compile_key(backend: Backend, model: Path, batch_size: int) -> str:
+    return sha256_json({"model_sha256": cached_sha256(model), "batch_size": batch_size, "backend": backend.name,
+                        "options": backend.options_key()})[:16]
+
+
+def compile_cached(backend: Backend, model: str | Path, batch_size: int, cache_root: str | Path,
+                   *, name: str | None = None) -> dict[str, Any]:
+    """Compile ``model`` for ``batch_size`` unless an artifact with the same key exists; return its record.
+
+    The record is ``CompileResult.to_dict()`` plus ``key`` and ``cached`` (True when reused).
+    """
+    model = Path(model)
+    key = compile_key(backend, model, batch_size)
+    target = Path(cache_root) / "compiled" / f"{backend.name}_bs{batch_size}_{key}"
+    record_path = target / COMPILE_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if Path(record["artifact"]).is_file():
+            log.info("Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
+                     "compiled in %.1f s originally)", record["artifact"], batch_size, backend.name,
+                     record["compile_seconds"])
+            return {**record, "cached": True}
+    with atomic_dir(target) as tmp:
+        result = backend.compile(model, batch_size, tmp, name=name)
+        record = result.to_dict()
+        record["artifact"] = str(target / Path(result.artifact).relative_to(tmp))
+        record["key"] = key
+        write_json_atomic(tmp / COMPILE_RECORD, record)
+    return {**record, "cached": False}

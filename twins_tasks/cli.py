@@ -1,0 +1,44 @@
+"""The ``twins`` command: one subcommand per recipe step, flags mirroring the recipe's scripts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import TwinsError
+
+# Each module registers its own subcommand(s); imported lazily so `twins --help` stays fast.
+STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "pipeline",
+                "store")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twins", description="Twins-SVT-L inference validation, step by step.")
+    parser.add_argument("--version", action="version", version=f"twins {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in STEP_MODULES:
+        importlib.import_module(f"twins_tasks.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except TwinsError as exc:
+        print(f"twins {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"twins {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Files are the interface between steps: atomic writes, content hashes, dataset fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
+
+    A reader (a retry, a concurrent run) sees either no file or the whole file, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary sibling name and rename it into place when complete.
+
+    If ``path`` already exists when the block ends (a concurrent run won the race), the new copy is
+    discarded: content-addressed directories hold the same content either way.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Stable hash of a JSON-able value (dict key order does not matter)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered in ``<file>.sha256`` keyed by size and mtime.
+
+    ONNX models and checkpoints are hundreds of MB; a nightly run should not re-read them to learn
+    that nothing changed.
+    """
+    path = Path(path)
+    st = path.stat()
+    sidecar = path.with_name(path.name + ".sha256")
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    with contextlib.suppress(OSError, ValueError):
+        saved_stamp, saved_hash = sidecar.read_text().split()
+        if saved_stamp == stamp:
+            return saved_hash
+    digest = sha256_file(path)
+    with contextlib.suppress(OSError):  # read-only checkpoint folders are fine: just don't cache
+        write_text_atomic(sidecar, f"{stamp} {digest}\n")
+    return digest
+
+
+def tree_fingerprint(root: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> str:
+    """Fingerprint of a directory tree from relative paths, sizes and mtimes (like make/rsync).
+
+    Cheap enough to run every night on 50,000 images; a changed, added or removed file changes it.
+    """
+    root = Path(root)
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if suffixes and not name.lower().endswith(suffixes):
+                continue
+            full = os.path.join(dirpath, name)
+            st = os.stat(full)
+            entries.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
+    return sha256_json(entries)

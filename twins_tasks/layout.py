@@ -1,0 +1,109 @@
+"""ais_bench's file layout, shared by every backend so that one postprocess reads them all.
+
+Inputs: ``.bin``/``.npy`` files (one image each) in natural sort order. Outputs:
+``<output>/<output_dirname>/<input stem>_<output index>.<fmt>``, one per input file; TXT is one line per
+row of the (-1, last_dim) array, values ``%f`` separated by single spaces, a trailing space, then newline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+INPUT_SUFFIXES = (".bin", ".npy")
+OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
+
+
+def list_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Input files as ais_bench takes them: comma-separated dirs or files, ``.bin``/``.npy`` only."""
+    if isinstance(inputs, (str, os.PathLike)):
+        items = [p for p in str(inputs).split(",") if p]
+    else:
+        items = [str(p) for p in inputs]
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES]
+            files.extend(sorted(found, key=lambda p: natural_key(p.name)))
+        elif path.is_file():
+            if path.suffix.lower() not in INPUT_SUFFIXES:
+                raise InputError(f"input file {path} is not a .bin or .npy file")
+            files.append(path)
+        else:
+            raise InputError(f"input path {path} does not exist: pass the folder written by `twins preprocess`")
+    if not files:
+        raise InputError(f"no .bin/.npy input files in {inputs}: run `twins preprocess` first")
+    return files
+
+
+def load_input(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path).astype(np.float32, copy=False).reshape(-1)
+    return np.fromfile(path, dtype=np.float32)
+
+
+def output_path(output_dir: str | os.PathLike, stem: str, index: int = 0, outfmt: str = "BIN") -> Path:
+    return Path(output_dir) / f"{stem}_{index}.{outfmt.lower()}"
+
+
+def format_txt(array: np.ndarray) -> str:
+    rows = np.asarray(array).reshape(-1, np.asarray(array).shape[-1])
+    return "".join(" ".join("%f" % v for v in row) + " \n" for row in rows)
+
+
+def write_output(path: Path, array: np.ndarray, outfmt: str) -> None:
+    """Write one output file in ais_bench's format (temp name then rename: readers never see half)."""
+    outfmt = outfmt.upper()
+    tmp = path.with_name(f".{path.name}.tmp")
+    if outfmt == "TXT":
+        tmp.write_text(format_txt(array))
+    elif outfmt == "NPY":
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+    elif outfmt == "BIN":
+        np.ascontiguousarray(array).tofile(tmp)
+    else:
+        raise InputError(f"--outfmt {outfmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    os.replace(tmp, path)
+
+
+def read_output(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
+    """Read one output file of any format as a flat float32 vector."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        values = np.array(path.read_bytes().split(), dtype=np.float32)
+    elif suffix == ".npy":
+        values = np.load(path).astype(np.float32, copy=False).reshape(-1)
+    elif suffix == ".bin":
+        values = np.fromfile(path, dtype=np.float32)
+    else:
+        raise InputError(f"output {path} has an unknown format (expected .txt, .npy or .bin)")
+    if num_classes is not None and values.size != num_classes:
+        raise ValueError(f"expected {num_classes} values, found {values.size}")
+    return values
+
+
+_OUTPUT_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.(?P<fmt>txt|npy|bin)$", re.IGNORECASE)
+
+
+def find_outputs(pred_dir: str | os.PathLike, index: int = 0) -> dict[str, Path]:
+    """Map input stem -> output file for output ``index`` in an ais_bench result folder."""
+    found: dict[str, Path] = {}
+    for entry in os.scandir(pred_dir):
+        match = _OUTPUT_NAME.match(entry.name)
+        if match and int(match["index"]) == index and entry.is_file():
+            found[match["stem"]] = Path(entry.path)
+    return found

@@ -1,0 +1,112 @@
+"""Run an external tool (atc, ais_bench, npu-smi) as an argv list, streaming its output live.
+
+Never a shell string: every user value reaches the tool as one literal argument. The tool gets its own
+process group so that a timeout or a kill stops it and everything it started.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+KEEP_LINES = 5000  # enough for a perf summary or atc's error block; a 50k-image ais_bench log is longer
+
+
+@dataclass
+class ToolResult:
+    argv: list[str]
+    exit_code: int
+    lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    timed_out: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def tail(self, n: int = 20) -> list[str]:
+        return self.lines[-n:]
+
+
+class ToolRunner(Protocol):
+    """What backends call to run a tool; the Airflow hook provides one that logs into the task log."""
+
+    def __call__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 timeout: float | None = None, title: str | None = None) -> ToolResult: ...
+
+
+def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the tool's process group, then SIGKILL whatever is left after ``grace_s``."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+             timeout: float | None = None, title: str | None = None, logger: logging.Logger | None = None,
+             on_start: Callable[[subprocess.Popen], None] | None = None) -> ToolResult:
+    """Run ``argv``; log every line as it arrives; return exit code and the last lines.
+
+    :param title: fold the tool's output under ``::group::title`` in the Airflow log view.
+    :param on_start: called with the Popen (the Airflow hook keeps it for ``on_kill``).
+    """
+    out = logger or log
+    argv = [str(a) for a in argv]
+    lines: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
+    out.info("Running: %s", argv)
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                            env=dict(env) if env is not None else None, start_new_session=True)
+    if on_start is not None:
+        on_start(proc)
+    timed_out = threading.Event()
+    timer = None
+    if timeout:
+        def _expire() -> None:
+            timed_out.set()
+            kill_process_group(proc)
+        timer = threading.Timer(timeout, _expire)
+        timer.daemon = True
+        timer.start()
+    if title:
+        out.info("::group::%s", title)
+    try:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", errors="backslashreplace").rstrip()
+            lines.append(line)
+            out.info("%s", line)
+        proc.wait()
+    except BaseException:
+        kill_process_group(proc)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if title:
+            out.info("::endgroup::")
+    seconds = time.perf_counter() - start
+    out.info("%s exited with code %s after %.1f s", os.path.basename(argv[0]), proc.returncode, seconds)
+    return ToolResult(argv=argv, exit_code=proc.returncode, lines=list(lines), seconds=seconds,
+                      timed_out=timed_out.is_set())
