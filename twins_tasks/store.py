@@ -1,0 +1,232 @@
+"""The results database (SQLAlchemy): one row per validation run, one per (run, batch size).
+
+Any SQLAlchemy URL works (SQLite embedded by default, PostgreSQL in deployment). Writes are idempotent
+upserts on natural keys: recording the same run twice leaves exactly one set of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine,
+                        delete, select)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+log = logging.getLogger(__name__)
+
+URL_ENV = "TWINS_RESULTS_URL"
+DEFAULT_SQLITE_NAME = "twins_results.db"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ValidationRun(Base):
+    __tablename__ = "validation_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(250), unique=True)  # Airflow run_id, or the CLI's run name
+    source: Mapped[str] = mapped_column(String(50), default="cli")  # "airflow:<dag_id>" or "cli"
+    config_key: Mapped[str] = mapped_column(String(64), index=True)  # same key = comparable runs
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    model_name: Mapped[str] = mapped_column(String(100))
+    weights: Mapped[str] = mapped_column(String(500))  # "checkpoint <path> sha256=…" or "random-init seed=S"
+    random_init: Mapped[bool] = mapped_column(Boolean, default=False)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    opset: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    export_parity: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    backend: Mapped[str] = mapped_column(String(50))
+    device: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    soc_version: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    dataset_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    num_images: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    versions: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="success")
+    regression_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    report_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    batches: Mapped[list[BatchResult]] = relationship(back_populates="run", cascade="all, delete-orphan",
+                                                      order_by="BatchResult.batch_size")
+
+
+class BatchResult(Base):
+    __tablename__ = "batch_result"
+    __table_args__ = (UniqueConstraint("run_id", "batch_size", name="uq_batch_result_run_batch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("validation_run.id", ondelete="CASCADE"), index=True)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    artifact: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    compile_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    compile_cached: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    infer_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    infer_throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
+    perf_loop: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_min_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_max_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_mean_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_median_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top5: Mapped[float | None] = mapped_column(Float, nullable=True)
+    num_images: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    num_missing: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agreement_top1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    agreement_max_abs_diff: Mapped[float | None] = mapped_column(Float, nullable=True)
+    agreement_images: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    run: Mapped[ValidationRun] = relationship(back_populates="batches")
+
+
+RUN_FIELDS = [c.name for c in ValidationRun.__table__.columns if c.name not in ("id", "recorded_at")]
+BATCH_FIELDS = [c.name for c in BatchResult.__table__.columns if c.name not in ("id", "run_id")]
+
+
+def default_url(home: str | os.PathLike | None = None) -> str:
+    """``$TWINS_RESULTS_URL``, else a SQLite file in ``home`` (default: the current directory)."""
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV]
+    return f"sqlite:///{Path(home or '.').resolve() / DEFAULT_SQLITE_NAME}"
+
+
+def _parse_time(value: Any) -> Any:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+class ResultsStore:
+    """Record and query validation results. The schema is created on first use."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        if self.url.startswith("postgres://"):  # Airflow-style URIs; SQLAlchemy wants postgresql://
+            self.url = "postgresql://" + self.url[len("postgres://"):]
+        self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def describe(self) -> str:
+        """The URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def record_run(self, run: dict[str, Any], batches: list[dict[str, Any]]) -> int:
+        """Upsert a run (key ``run_key``) and its batch rows (key ``(run, batch_size)``); return the run id.
+
+        Batch rows of this run that are not in ``batches`` are removed, so a re-run leaves exactly one set.
+        """
+        for attempt in (1, 2):
+            try:
+                return self._record(run, batches)
+            except IntegrityError:
+                # A concurrent writer inserted the same natural key first: the second pass updates it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record(self, run: dict[str, Any], batches: list[dict[str, Any]]) -> int:
+        unknown = set(run) - set(RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run["run_key"]))
+            if row is None:
+                row = ValidationRun(run_key=run["run_key"])
+                session.add(row)
+            for key, value in run.items():
+                setattr(row, key, _parse_time(value) if key.endswith("_at") else value)
+            row.recorded_at = dt.datetime.now(dt.timezone.utc)
+            session.flush()
+            existing = {b.batch_size: b for b in session.scalars(select(BatchResult).where(BatchResult.run_id == row.id))}
+            for batch in batches:
+                data = {k: v for k, v in batch.items() if k in BATCH_FIELDS}
+                result = existing.pop(int(data["batch_size"]), None)
+                if result is None:
+                    result = BatchResult(run_id=row.id, batch_size=int(data["batch_size"]))
+                    session.add(result)
+                for key, value in data.items():
+                    setattr(result, key, value)
+            if existing:
+                session.execute(delete(BatchResult).where(BatchResult.id.in_([b.id for b in existing.values()])))
+            return row.id
+
+    def set_regression_status(self, run_key: str, status: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
+            if row is None:
+                raise LookupError(f"no run {run_key!r} in {self.describe()}")
+            row.regression_status = status
+
+    def get_run(self, run_key: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
+            return _as_dict(row) if row else None
+
+    def last_successful(self, config_key: str, *, exclude_run_key: str | None = None) -> dict[str, Any] | None:
+        """The latest run of the same configuration that succeeded and did not itself regress."""
+        query = (select(ValidationRun)
+                 .where(ValidationRun.config_key == config_key, ValidationRun.status == "success")
+                 .where((ValidationRun.regression_status.is_(None)) | (ValidationRun.regression_status != "failed"))
+                 .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc()))
+        if exclude_run_key:
+            query = query.where(ValidationRun.run_key != exclude_run_key)
+        with self._sessions() as session:
+            row = session.scalars(query.limit(1)).first()
+            return _as_dict(row) if row else None
+
+    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(ValidationRun).order_by(ValidationRun.id.desc()).limit(limit)).all()
+            return [_as_dict(r) for r in rows]
+
+    def count_rows(self) -> tuple[int, int]:
+        """(runs, batch results): for tests and health checks."""
+        from sqlalchemy import func
+        with self._sessions() as session:
+            return (session.scalar(select(func.count()).select_from(ValidationRun)) or 0,
+                    session.scalar(select(func.count()).select_from(BatchResult)) or 0)
+
+
+def _as_dict(row: ValidationRun) -> dict[str, Any]:
+    data = {name: getattr(row, name) for name in ["id", *RUN_FIELDS, "recorded_at"]}
+    data["batches"] = [{name: getattr(b, name) for name in BATCH_FIELDS} for b in row.batches]
+    return data
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("results", help="list recorded validation runs from the results database")
+    p.add_argument("--url", default=None, help=f"SQLAlchemy URL (default ${URL_ENV} or ./{DEFAULT_SQLITE_NAME})")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--run", dest="run_key", default=None, help="show one run in full (JSON)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    store = ResultsStore(args.url)
+    if args.run_key:
+        run = store.get_run(args.run_key)
+        if run is None:
+            raise InputError(f"no run {args.run_key!r} in {store.describe()}")
+        print(json.dumps(run, indent=2, default=str))
+        return 0
+    print(f"results database: {store.describe()}")
+    for run in store.list_runs(args.limit):
+        best = max(run["batches"], key=lambda b: b["throughput"] or 0, default=None)
+        best_text = f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
+        top1 = next((b["top1"] for b in run["batches"] if b["top1"] is not None), None)
+        print(f"{run['run_key']}  {run['backend']}  {run['weights']}  {run['status']}"
+              f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}")
+    return 0
