@@ -103,6 +103,17 @@ def default_url(home: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(home or '.').resolve() / DEFAULT_SQLITE_NAME}"
 
 
+def _with_driver(url: str) -> str:
+    """Airflow renders PostgreSQL Connections as ``postgres://``/``postgresql://``; SQLAlchemy 2.1 maps a bare
+    ``postgresql://`` to psycopg 3. Use whichever driver is installed (psycopg2 ships with the project)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        import importlib.util
+        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+        return f"postgresql+{driver}{sep}{rest}"
+    return url
+
+
 def _parse_time(value: Any) -> Any:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
@@ -111,9 +122,7 @@ class ResultsStore:
     """Record and query validation results. The schema is created on first use."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_url()
-        if self.url.startswith("postgres://"):  # Airflow-style URIs; SQLAlchemy wants postgresql://
-            self.url = "postgresql://" + self.url[len("postgres://"):]
+        self.url = _with_driver(url or default_url())
         self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -1,0 +1,14 @@
+# The two commands of the README. Both set up .venv from pyproject.toml first.
+.PHONY: demo test setup clean
+
+demo:  ## set up and run the DAG end to end on generated data (SQLite, ONNX Runtime CPU)
+	bash scripts/demo.sh
+
+test:  ## set up and run the test suite
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+clean:
+	rm -rf var .pytest_cache

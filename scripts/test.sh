@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up .venv and run the whole test suite. PostgreSQL (127.0.0.1:5432) is started if it is installed but
+# stopped; in CI (CI=true) its absence is an error instead of a skip.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup.sh
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+        echo "test: starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+        for _ in $(seq 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+    fi
+fi
+if [ "${CI:-}" = "true" ]; then
+    export TWINS_REQUIRE_SERVICES=1  # tests fail instead of skipping when PostgreSQL is missing
+fi
+exec .venv/bin/python -m pytest "$@"

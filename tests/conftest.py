@@ -1,0 +1,61 @@
+"""Shared fixtures. Airflow is configured here, before any test imports it (it reads config at import)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOUBLES = ROOT / "tests" / "doubles"
+
+# One throw-away AIRFLOW_HOME per test session: never the user's ~/airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="twins-test-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = uuid.uuid4().hex * 2
+os.environ["TWINS_WORK_DIR"] = str(_AIRFLOW_HOME / "twins")
+os.environ.pop("AIRFLOW_CONN_TWINS_RESULTS", None)
+os.environ.pop("TWINS_RESULTS_URL", None)
+
+REQUIRE_SERVICES = os.environ.get("TWINS_REQUIRE_SERVICES") == "1"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+def _unavailable(reason: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CI requires it: scripts/test.sh starts it when installed)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth), dropped afterwards."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        _unavailable(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); start it with "
+                     f"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+    admin.autocommit = True
+    name = f"twins_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from sqlalchemy import create_engine  # noqa: F401  (engines are disposed with their stores)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -1,0 +1,90 @@
+"""docker-compose.yaml cannot run here (no Docker engine): check its topology statically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def _env(service):
+    env = service.get("environment", {})
+    return env if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def test_services_follow_the_official_layout(compose):
+    assert set(compose["services"]) == {
+        "postgres", "results-db", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+        "airflow-worker", "airflow-worker-npu", "airflow-triggerer", "airflow-init"}
+    commands = {name: s.get("command") for name, s in compose["services"].items()}
+    assert commands["airflow-apiserver"] == "api-server"
+    assert commands["airflow-scheduler"] == "scheduler"
+    assert commands["airflow-dag-processor"] == "dag-processor"
+    assert commands["airflow-triggerer"] == "triggerer"
+    assert commands["airflow-worker"] == "celery worker"
+    assert compose["services"]["airflow-apiserver"]["ports"] == ["8080:8080"]
+    health = compose["services"]["airflow-apiserver"]["healthcheck"]["test"]
+    assert "http://localhost:8080/api/v2/monitor/health" in health
+
+
+def test_common_environment(compose):
+    for name, service in compose["services"].items():
+        if not name.startswith("airflow-"):
+            continue
+        env = _env(service)
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres/airflow")
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        for secret in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY"):
+            assert env[secret].startswith("${"), f"{name}: {secret} must come from .env, not the file"
+        # Results go to their own server, through the twins_results Connection, never Airflow's DB.
+        results = env["AIRFLOW_CONN_TWINS_RESULTS"]
+        assert results.startswith("postgresql://") and "@results-db:" in results
+        assert env["TWINS_NPU_QUEUE"] == "ascend" and env["TWINS_NPU_POOL"] == "ascend_npu"
+        assert "twins-work:/opt/airflow/twins" in service["volumes"], f"{name} must share the work folder"
+
+
+def test_npu_worker_has_devices_driver_and_queue(compose):
+    npu = compose["services"]["airflow-worker-npu"]
+    command = npu["command"].split()
+    assert command[:2] == ["celery", "worker"]
+    assert command[command.index("--queues") + 1] == "ascend"
+    assert npu["build"]["target"] == "npu"
+    devices = npu["devices"]
+    assert {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= set(devices)
+    assert any(d.startswith("/dev/davinci") and d[len("/dev/davinci"):].isdigit() for d in devices)
+    mounts = {v.split(":")[0]: v for v in npu["volumes"]}
+    for host_path in ("/usr/local/Ascend/driver", "/usr/local/dcmi", "/usr/local/bin/npu-smi"):
+        assert host_path in mounts and mounts[host_path].endswith(":ro"), host_path
+    assert _env(npu)["TWINS_CANN_ENV"] == "/usr/local/Ascend/ascend-toolkit/set_env.sh"
+    # The default worker must not take NPU work.
+    assert "--queues" not in compose["services"]["airflow-worker"]["command"]
+
+
+def test_init_migrates_and_creates_the_pool_the_dag_uses(compose):
+    script = "\n".join(compose["services"]["airflow-init"]["command"])
+    assert "airflow db migrate" in script
+    assert "airflow pools set ascend_npu 1" in script
+    dag_source = (ROOT / "dags" / "twins_svt_l_validation.py").read_text()
+    assert 'os.environ.get("TWINS_NPU_POOL", "ascend_npu")' in dag_source
+    assert 'os.environ.get("TWINS_NPU_QUEUE", "ascend")' in dag_source
+
+
+def test_dependencies_and_dockerfile(compose):
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-worker", "airflow-worker-npu"):
+        deps = compose["services"][name]["depends_on"]
+        assert deps["airflow-init"]["condition"] == "service_completed_successfully"
+        assert deps["postgres"]["condition"] == "service_healthy"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM apache/airflow:3.3.2" in dockerfile
+    assert "AS npu" in dockerfile and "ascend-wheels" in dockerfile
+    assert set(compose["volumes"]) >= {"postgres-db-volume", "results-db-volume", "twins-work"}

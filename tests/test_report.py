@@ -1,0 +1,69 @@
+"""The recipe's table, baselines, and the regression comparison."""
+
+from __future__ import annotations
+
+import pytest
+
+from twins_tasks.errors import InputError
+from twins_tasks.regression import Thresholds, compare
+from twins_tasks.report import BASELINE_PRESETS, best_batch_size, parse_baseline_numbers, perf_table, render
+
+
+def test_perf_table_with_baseline_and_ratio():
+    table = perf_table({1: 9.5, 4: 10.5, 8: 10.6}, label="onnxruntime", baseline={1: 62.0, 4: 77.0, 8: 79.5},
+                       baseline_label="recipe-gpu")
+    lines = table.splitlines()
+    assert lines[0] == "| throughput (img/s) | bs1 | bs4 | bs8 |"
+    assert lines[2] == "| onnxruntime | 9.5 | 10.5 | 10.6 |"
+    assert lines[3] == "| recipe-gpu | 62.0 | 77.0 | 79.5 |"
+    assert lines[4] == "| onnxruntime / recipe-gpu | 0.15 | 0.14 | 0.13 |"
+    assert table.endswith("Best batch size: **8** (10.6 img/s)")
+
+
+def test_perf_table_without_baseline_has_no_ratio_row():
+    table = perf_table({4: 2.0}, label="x")
+    assert "baseline" not in table and " / " not in table and len(table.splitlines()) == 5
+
+
+def test_baseline_forms():
+    assert parse_baseline_numbers(None) is None
+    assert parse_baseline_numbers("none") is None
+    assert parse_baseline_numbers("recipe-310p") == BASELINE_PRESETS["recipe-310p"]
+    assert parse_baseline_numbers({"1": 62, "4": "77.5"}) == {1: 62.0, 4: 77.5}
+    assert parse_baseline_numbers('{"8": 79.5}') == {8: 79.5}
+    assert parse_baseline_numbers("1:62,4:77") == {1: 62.0, 4: 77.0}
+    assert parse_baseline_numbers("manual__2026-11-01T02:00:00+00:00") is None  # a run id
+    with pytest.raises(InputError, match="positive"):
+        parse_baseline_numbers({"1": 0})
+    with pytest.raises(InputError, match="batch sizes"):
+        parse_baseline_numbers({"one": 1})
+
+
+def test_best_batch_size_ignores_missing():
+    assert best_batch_size({1: None, 4: 3.0, 8: 2.0}) == 4
+    assert best_batch_size({1: None}) is None
+
+
+def test_render_says_random_weights_and_generated_data():
+    text = render({"run_key": "r", "backend": "onnxruntime", "device": "CPU", "weights": "random-init seed=0",
+                   "random_init": True, "synthetic_data": True, "model_name": "twins_svt_large"},
+                  [{"batch_size": 1, "throughput": 5.0, "top1": 0.0, "top5": 3.1, "num_images": 32,
+                    "num_missing": 0, "agreement_top1": 100.0, "agreement_max_abs_diff": 4e-6}])
+    assert "random weights" in text and "generated images, not ImageNet" in text
+    assert "| 1 | 0.0 | 3.1 | 32 | 0 | 100.0 | 4.00e-06 |" in text
+
+
+def test_regression_compare():
+    previous = [{"batch_size": 1, "top1": 83.7, "throughput": 100.0},
+                {"batch_size": 4, "top1": 83.7, "throughput": 120.0}]
+    same = [{"batch_size": 1, "top1": 83.6, "throughput": 95.0}, {"batch_size": 4, "top1": 83.7, "throughput": 121.0}]
+    regressions, notes = compare(same, previous, Thresholds())
+    assert regressions == [] and len(notes) == 4
+    worse = [{"batch_size": 1, "top1": 82.0, "throughput": 80.0}, {"batch_size": 8, "top1": 1.0, "throughput": 1.0}]
+    regressions, notes = compare(worse, previous, Thresholds(max_top1_drop=1.0, max_throughput_drop_pct=10))
+    assert regressions == [
+        "bs1 top-1: 83.70% -> 82.00% (drop +1.70 pp, allowed 1.00 pp)",
+        "bs1 throughput: 100.00 -> 80.00 img/s (drop +20.0%, allowed 10.0%)",
+    ]
+    assert notes == ["bs8: no previous result to compare with"]
+    assert Thresholds.from_mapping({"max_top1_drop": "2"}).max_top1_drop == 2.0

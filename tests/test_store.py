@@ -1,0 +1,80 @@
+"""The results database: schema on first use, idempotent upserts, queries; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+
+import pytest
+
+from twins_tasks.store import ResultsStore, default_url
+
+
+def _run(run_key: str, config_key: str = "cfg", **extra):
+    return {"run_key": run_key, "config_key": config_key, "model_name": "twins_svt_large",
+            "weights": "random-init seed=0", "random_init": True, "backend": "onnxruntime",
+            "device": "CPU", "started_at": dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.timezone.utc), **extra}
+
+
+def _batches(*pairs):
+    return [{"batch_size": bs, "throughput": tp, "top1": 0.1, "top5": 0.5, "latency_mean_ms": 1000 * bs / tp}
+            for bs, tp in pairs]
+
+
+def _exercise(store: ResultsStore) -> None:
+    store.record_run(_run("r1"), _batches((1, 9.5), (4, 10.5)))
+    first = store.get_run("r1")
+    # Recording the same run again (a retried task) updates in place: one run, one row per batch size.
+    store.record_run(_run("r1"), _batches((1, 9.7), (4, 10.1)))
+    assert store.count_rows() == (1, 2)
+    again = store.get_run("r1")
+    assert again["id"] == first["id"]
+    assert [b["throughput"] for b in again["batches"]] == [9.7, 10.1]
+    # A re-run with fewer batch sizes leaves exactly its own set.
+    store.record_run(_run("r1"), _batches((4, 10.0)))
+    assert store.count_rows() == (1, 1)
+    assert [b["batch_size"] for b in store.get_run("r1")["batches"]] == [4]
+
+    store.record_run(_run("r2"), _batches((4, 11.0)))
+    store.record_run(_run("r3", config_key="other"), _batches((4, 1.0)))
+    assert store.last_successful("cfg")["run_key"] == "r2"
+    assert store.last_successful("cfg", exclude_run_key="r2")["run_key"] == "r1"
+    store.set_regression_status("r2", "failed")
+    # A run that regressed never becomes the reference for the next comparison.
+    assert store.last_successful("cfg")["run_key"] == "r1"
+    assert store.last_successful("missing") is None
+    assert [r["run_key"] for r in store.list_runs()] == ["r3", "r2", "r1"]
+    with pytest.raises(LookupError, match="nope"):
+        store.set_regression_status("nope", "passed")
+    with pytest.raises(ValueError, match="unknown run fields"):
+        store.record_run({**_run("r4"), "colour": "red"}, [])
+
+
+def test_sqlite_store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    _exercise(ResultsStore(url))
+    # The schema persists: a new store on the same file sees the rows.
+    assert ResultsStore(url).count_rows() == (3, 3)
+
+
+def test_default_url(monkeypatch, tmp_path):
+    monkeypatch.delenv("TWINS_RESULTS_URL", raising=False)
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path / 'twins_results.db'}"
+    monkeypatch.setenv("TWINS_RESULTS_URL", "postgresql://u@h/db")
+    assert default_url(tmp_path) == "postgresql://u@h/db"
+
+
+@pytest.mark.postgres
+def test_postgres_store(postgres_url):
+    store = ResultsStore(postgres_url)
+    assert store.engine.dialect.name == "postgresql"
+    _exercise(store)
+
+
+@pytest.mark.postgres
+def test_postgres_airflow_style_uri(postgres_url):
+    # Airflow Connections render PostgreSQL as postgres://; the store accepts it.
+    store = ResultsStore(postgres_url.replace("postgresql://", "postgres://", 1))
+    store.record_run(_run(f"r-{uuid.uuid4().hex[:6]}"), _batches((1, 1.0)))
+    assert store.count_rows()[0] >= 1
