@@ -22,7 +22,7 @@ from typing import Any
 from . import DEFAULT_MODEL
 from .backends import Backend, add_backend_arguments, backend_from_args
 from .cache import compile_cached
-from .errors import InputError, TwinsError
+from .errors import InputError, MissingOutputError
 from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,13 @@ def score_step(pred_dir: str | Path, inputs: dict[str, Any], reference: dict[str
            "num_missing": len(acc["missing"]) + len(acc["unreadable"]), "missing": acc["missing"][:20],
            "unreadable": acc["unreadable"][:20]}
     if reference:
-        agreement = compare(Path(reference["reference"]), Path(pred_dir))
-        out.update(agreement_top1=agreement["top1_agreement"], agreement_max_abs_diff=agreement["max_abs_diff"],
-                   agreement_images=agreement["n_compared"])
+        try:
+            agreement = compare(Path(reference["reference"]), Path(pred_dir))
+        except MissingOutputError as exc:  # no output of the reference images at all: counted above
+            log.warning("No agreement with the PyTorch reference: %s", exc)
+        else:
+            out.update(agreement_top1=100.0 * agreement["top1_agreement"],
+                       agreement_max_abs_diff=agreement["max_abs_diff"], agreement_images=agreement["num_compared"])
     return out
 
 
