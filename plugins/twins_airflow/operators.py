@@ -1,0 +1,236 @@
+"""Operators for the recipe's compile, inference and performance steps, on any twins_tasks backend.
+
+On Ascend they wrap ``atc`` and ``python -m ais_bench`` through :class:`~twins_airflow.hooks.ToolHook`: the
+tools' own lines stream into the task log and ``on_kill`` stops them. The work itself lives in
+``twins_tasks`` (usable without Airflow); these classes only render arguments, build the backend and turn
+its errors into task failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from twins_airflow.hooks import ToolHook
+from twins_tasks.backends import BACKENDS, get_backend, resolve_backend_name
+from twins_tasks.backends.base import Backend
+from twins_tasks.cache import compile_cached
+from twins_tasks.errors import InputError, TwinsError
+from twins_tasks.layout import OUTPUT_FORMATS
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# Per-batch lists in the ais_bench summary: 50,000 entries do not belong in an XCom.
+_BIG_SUMMARY_KEYS = ("npu_compute_time_list", "filesinfo")
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    """Validate a literal integer argument now; templates and XComArgs are checked after rendering."""
+    if isinstance(value, bool) or (isinstance(value, (int, str)) and not _is_template(value)
+                                   and not _int_at_least(value, minimum)):
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum} (or a template)")
+
+
+def _int_at_least(value: Any, minimum: int) -> bool:
+    try:
+        return int(str(value)) >= minimum
+    except ValueError:
+        return False
+
+
+def _as_int(name: str, value: Any, minimum: int) -> int:
+    """A rendered value (templates render to strings) as an int, or a task failure that names it."""
+    if isinstance(value, bool) or not _int_at_least(value, minimum):
+        raise AirflowFailException(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(str(value))
+
+
+def _artifact_path(artifact: Any) -> Path:
+    """The .om path, from a path or from CompileOperator's XCom (its ``artifact`` entry)."""
+    if isinstance(artifact, dict):
+        if "artifact" not in artifact:
+            raise AirflowFailException(f"artifact={artifact!r} is a dict without an 'artifact' entry: pass the "
+                                       "compiled model's path or CompileOperator's XCom")
+        artifact = artifact["artifact"]
+    return Path(str(artifact))
+
+
+class BackendOperator(BaseOperator):
+    """Base for operators that run one recipe step on a twins_tasks backend.
+
+    :param backend: ``auto`` (Ascend where the CANN toolkit is installed, else ONNX Runtime), ``ascend``
+        or ``onnxruntime``. (templated)
+    :param backend_options: keyword arguments of the backend: for ``ascend`` e.g. ``cann_env``, ``device``,
+        ``soc_version``, ``precision_mode``, ``op_select_implmode``, ``ais_bench_python``; for
+        ``onnxruntime`` ``providers`` and ``threads``. (templated)
+
+    The XCom is the step's record (a small dict); ``multiple_outputs`` defaults to True so that each entry
+    is also its own XCom: ``compile_task.output["artifact"]``.
+    """
+
+    template_fields: Sequence[str] = ("backend", "backend_options")
+    template_fields_renderers = {"backend_options": "json"}
+    ui_color = "#e8f4e8"
+
+    def __init__(self, *, backend: str = "auto", backend_options: dict[str, Any] | None = None, **kwargs) -> None:
+        # Each step returns a small dict: push its entries too, so `compile.output["artifact"]` works.
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        if isinstance(backend, str) and not _is_template(backend) and backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend={backend!r} must be one of auto, {', '.join(BACKENDS)} (or a template)")
+        self.backend = backend
+        self.backend_options = backend_options
+
+    @cached_property
+    def hook(self) -> ToolHook:
+        """Runs the backend's tools: streams their lines into the task log, stops them on kill."""
+        return ToolHook()
+
+    def make_backend(self) -> Backend:
+        options = dict(self.backend_options or {})
+        name = resolve_backend_name(self.backend, cann_env=options.get("cann_env"))
+        if name == "ascend":
+            options["runner"] = self.hook
+        self.log.info("Backend: %s%s", name, f" (from {self.backend!r})" if self.backend != name else "")
+        return get_backend(name, **options)
+
+    def execute(self, context: Context) -> Any:
+        # twins_tasks errors are written for the reader and carry the tool's own lines: the task log shows
+        # that message once (``from None``) instead of a second chained traceback repeating it. Anything
+        # else is a bug and propagates with its full traceback.
+        try:
+            return self.run_step(self.make_backend(), context)
+        except InputError as exc:
+            # Wrong paths or settings do not fix themselves: fail without using up retries.
+            raise AirflowFailException(str(exc)) from None
+        except TwinsError as exc:
+            # A tool failure may be transient (device busy, out of memory): retries apply.
+            raise AirflowException(str(exc)) from None
+
+    def run_step(self, backend: Backend, context: Context) -> Any:
+        raise NotImplementedError
+
+    def on_kill(self) -> None:
+        self.hook.send_sigterm()
+
+
+class CompileOperator(BackendOperator):
+    """Compile the ONNX model for one batch size (``atc`` on Ascend), reusing an identical earlier build.
+
+    The artifact lives under ``<cache_dir>/compiled/<backend>_bs<N>_<key>/``, where the key hashes the model
+    file, the batch size and the backend's options; the XCom is the build record (``artifact``,
+    ``batch_size``, ``compile_seconds``, ``backend``, ``command``, ``key``, ``cached``).
+
+    :param model: the ONNX model (dynamic batch axis). (templated)
+    :param batch_size: the batch size to compile for. (templated)
+    :param cache_dir: root of the compiled-artifact cache. (templated)
+    :param name: artifact base name (default ``<model stem>_bs<N>``, as in the recipe). (templated)
+    """
+
+    template_fields: Sequence[str] = (*BackendOperator.template_fields, "model", "batch_size", "cache_dir", "name")
+    ui_color = "#f4e8d8"
+
+    def __init__(self, *, model: str, batch_size: int | str, cache_dir: str, name: str | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        _check_int("batch_size", batch_size, 1)
+        self.model = model
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.name = name
+
+    def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
+        batch_size = _as_int("batch_size", self.batch_size, 1)
+        if not Path(self.model).is_file():  # before the cache hashes it
+            raise InputError(f"ONNX model {self.model} not found: run the export step first")
+        record = compile_cached(backend, self.model, batch_size, self.cache_dir, name=self.name or None)
+        self.log.info("Artifact for batch size %d: %s (%s)", batch_size, record["artifact"],
+                      "reused" if record["cached"] else f"compiled in {record['compile_seconds']:.1f} s")
+        return record
+
+
+class InferOperator(BackendOperator):
+    """Run every input file through the compiled model (``python -m ais_bench`` on Ascend).
+
+    Writes ``<output_root>/<output_dirname>/<input stem>_0.<fmt>``, one per input, and fails if any is missing.
+    The XCom is the inference record (``output_dir``, counts, seconds, throughput, ais_bench's summary
+    without its per-batch lists).
+
+    :param artifact: the compiled model, or CompileOperator's XCom. (templated)
+    :param inputs: folder(s) or files of preprocessed ``.bin``/``.npy`` inputs, comma-separated. (templated)
+    :param batch_size: the artifact's batch size. (templated)
+    :param output_root: the results root, ais_bench's ``--output`` (``output`` is taken: it is every
+        operator's XComArg). (templated)
+    :param output_dirname: the results folder under it (``--output_dirname``), a plain name. (templated)
+    :param outfmt: ``TXT`` (as the recipe), ``NPY`` or ``BIN``. (templated)
+    """
+
+    template_fields: Sequence[str] = (*BackendOperator.template_fields, "artifact", "inputs", "batch_size",
+                                      "output_root", "output_dirname", "outfmt")
+    ui_color = "#d8e8f4"
+
+    def __init__(self, *, artifact: str | dict[str, Any], inputs: str, batch_size: int | str, output_root: str,
+                 output_dirname: str, outfmt: str = "TXT", **kwargs) -> None:
+        super().__init__(**kwargs)
+        _check_int("batch_size", batch_size, 1)
+        if isinstance(outfmt, str) and not _is_template(outfmt) and outfmt.upper() not in OUTPUT_FORMATS:
+            raise ValueError(f"outfmt={outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
+        self.artifact = artifact
+        self.inputs = inputs
+        self.batch_size = batch_size
+        self.output_root = output_root
+        self.output_dirname = output_dirname
+        self.outfmt = outfmt
+
+    def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
+        batch_size = _as_int("batch_size", self.batch_size, 1)
+        result = backend.infer(_artifact_path(self.artifact), self.inputs, batch_size, Path(self.output_root),
+                               self.output_dirname, self.outfmt)
+        self.log.info("%d outputs in %s (%.1f images/s end to end)", result.num_outputs, result.output_dir,
+                      result.throughput)
+        record = result.to_dict()
+        record["summary"] = {k: v for k, v in record["summary"].items() if k not in _BIG_SUMMARY_KEYS}
+        return record
+
+
+class PerfOperator(BackendOperator):
+    """Pure performance on the compiled model (``ais_bench --loop`` on Ascend, after waiting for an idle NPU).
+
+    The XCom is the performance record (latency statistics in ms and ``throughput`` in images/s).
+
+    :param artifact: the compiled model, or CompileOperator's XCom. (templated)
+    :param batch_size: the artifact's batch size. (templated)
+    :param loop: timed runs. (templated)
+    :param warmup: untimed runs before them. (templated)
+    """
+
+    template_fields: Sequence[str] = (*BackendOperator.template_fields, "artifact", "batch_size", "loop", "warmup")
+    ui_color = "#f4d8e8"
+
+    def __init__(self, *, artifact: str | dict[str, Any], batch_size: int | str, loop: int | str = 20,
+                 warmup: int | str = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        _check_int("batch_size", batch_size, 1)
+        _check_int("loop", loop, 1)
+        _check_int("warmup", warmup, 0)
+        self.artifact = artifact
+        self.batch_size = batch_size
+        self.loop = loop
+        self.warmup = warmup
+
+    def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
+        result = backend.perf(_artifact_path(self.artifact), _as_int("batch_size", self.batch_size, 1),
+                              loop=_as_int("loop", self.loop, 1), warmup=_as_int("warmup", self.warmup, 0))
+        self.log.info("Batch size %d: %.1f images/s (mean %.3f ms per batch over %d runs)", result.batch_size,
+                      result.throughput, result.mean_ms, result.loop)
+        return result.to_dict()

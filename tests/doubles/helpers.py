@@ -1,0 +1,47 @@
+"""Helpers for tests that drive the Ascend toolchain doubles."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+DOUBLES = Path(__file__).resolve().parent
+SET_ENV = DOUBLES / "set_env.sh"
+BIN_BYTES = 3 * 224 * 224 * 4
+
+# Every FAKE_* knob the doubles read: tests clear them so that a developer's shell cannot leak in.
+FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SUFFIX", "FAKE_ATC_SLEEP", "FAKE_NPU_COUNT", "FAKE_NPU_NAME",
+             "FAKE_NPU_AICORE", "FAKE_NPU_MEMORY", "FAKE_NPU_AICORE_FILE", "FAKE_AIS_SUMMARY", "FAKE_AIS_FORMAT",
+             "FAKE_AIS_CRASH", "FAKE_AIS_DROP", "FAKE_AIS_SLEEP", "FAKE_AIS_MS_PER_IMAGE", "TWINS_DOUBLES_LOG")
+
+
+def make_inputs(folder: str | os.PathLike, count: int, *, seed: int = 0, prefix: str = "ILSVRC2012_val_") -> list[Path]:
+    """``count`` random float32 CHW .bin files (602,112 bytes each), named like the recipe's; random data."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"{prefix}{i + 1:08d}.bin"
+        rng.standard_normal(BIN_BYTES // 4, dtype=np.float32).tofile(path)
+        paths.append(path)
+    return paths
+
+
+def make_model(path: str | os.PathLike) -> Path:
+    """A placeholder 'ONNX' file: the atc double only needs --model to exist (it never parses it)."""
+    path = Path(path)
+    path.write_bytes(b"not a real ONNX model: placeholder for the atc test double\n")
+    return path
+
+
+def read_log(path: str | os.PathLike, tool: str | None = None) -> list[dict]:
+    """The calls the doubles recorded (TWINS_DOUBLES_LOG), optionally only those of one tool."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    calls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [c for c in calls if tool is None or c["tool"] == tool]

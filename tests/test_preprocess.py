@@ -1,0 +1,287 @@
+"""preprocess: the recipe's transform (equal to torchvision's), the bins, the manifest, reruns and bad files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from twins_tasks import BIN_BYTES, MEAN, STD, cli
+from twins_tasks.errors import InputError
+from twins_tasks.preprocess import (CLASSES_NAME, MANIFEST_NAME, list_dataset, preprocess, read_classes,
+                                    read_manifest, transform_image)
+from twins_tasks.sample import make_sample, synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """3 classes x 3 generated images: gray, CMYK, PNG-as-JPEG, small, portrait and ordinary photos."""
+    root = tmp_path_factory.mktemp("sample") / "val"
+    make_sample(root, classes=3, per_class=3, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def torchvision_transform():
+    """The reference recipe's transform, straight from torchvision."""
+    from torchvision import transforms
+    return transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=MEAN, std=STD),
+    ])
+
+
+@pytest.fixture
+def run_cli():
+    """The real `twins` entry point (every step's subcommand registered), returning its exit code."""
+    return cli.main
+
+
+def _reference(transform, path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:  # torchvision's pil_loader
+        image = Image.open(fh).convert("RGB")
+    return transform(image).numpy()
+
+
+def _bins(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.bin"))}
+
+
+# ------------------------------------------------------------------------------------------ the transform
+
+def test_transform_equals_torchvision_on_every_kind_of_sample(sample, torchvision_transform):
+    seen = set()
+    for path in sorted(sample.rglob("*.JPEG")):
+        with Image.open(path) as image:
+            w, h = image.size
+            seen.add(image.format if image.format == "PNG" else image.mode)
+            seen.update({"small"} if w < 256 and h < 256 else set())
+            seen.update({"portrait"} if h > w else set())
+        ours = transform_image(path)
+        assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, _reference(torchvision_transform, path), rtol=0, atol=1e-5,
+                                   err_msg=str(path))
+    assert {"L", "CMYK", "PNG", "RGB", "small", "portrait"} <= seen
+
+
+@pytest.mark.parametrize("size", [
+    (522, 512),   # long side 261: crop offset 18.5, torchvision rounds half to even (18)
+    (512, 534),   # portrait, offset 21.5 -> 22
+    (256, 256),   # already the size: no resize at all
+    (257, 256),
+    (300, 100),   # upscaled 2.56x, wide: int() truncation of the long side (768)
+    (131, 397),   # upscaled, tall, odd sides
+    (600, 599),
+    (333, 250),   # long side 340.99: truncated to 340, not rounded
+])
+def test_transform_equals_torchvision_on_awkward_sizes(tmp_path, torchvision_transform, size):
+    path = tmp_path / "x.JPEG"
+    synthetic_photo(*size, seed=sum(size)).save(path, "JPEG", quality=90)
+    np.testing.assert_allclose(transform_image(path), _reference(torchvision_transform, path), rtol=0, atol=1e-5)
+
+
+def test_transform_is_not_trivial(sample):
+    """Normalised values span the expected range: a zero or constant output would fail here."""
+    array = transform_image(next(sample.rglob("*.JPEG")))
+    assert -2.2 < array.min() < 0 < array.max() < 2.7
+    assert array.std() > 0.1
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+def test_bins_manifest_and_classes(sample, tmp_path):
+    out = tmp_path / "bins"
+    result = preprocess(sample, out, workers=1)
+    assert (result.num_images, result.num_written, result.num_reused, result.bad) == (9, 9, 0, [])
+    assert result.to_dict()["bin_path"] == str(out)
+
+    classes = sorted(p.name for p in sample.iterdir())
+    images = sorted(sample.rglob("*.JPEG"))
+    assert sorted(p.name for p in out.glob("*.bin")) == sorted(f"{p.stem}.bin" for p in images)
+    for image in images:
+        data = out / f"{image.stem}.bin"
+        assert data.stat().st_size == BIN_BYTES == 602_112
+        # Raw float32 CHW, no header: exactly transform_image's array.
+        np.testing.assert_array_equal(np.fromfile(data, dtype=np.float32).reshape(3, 224, 224),
+                                      transform_image(image))
+
+    assert (out / CLASSES_NAME).read_text().splitlines() == classes == read_classes(out)
+    rows = read_manifest(out)
+    assert rows == read_manifest(out / MANIFEST_NAME)
+    assert [Path(r.source) for r in rows] == images  # dataset order: class folder, then file name
+    for row in rows:
+        source = Path(row.source)
+        assert row.stem == source.stem and row.wnid == source.parent.name
+        assert row.label == classes.index(row.wnid)
+        assert (row.status, row.reason) == ("ok", "")
+    header = (out / MANIFEST_NAME).read_text().splitlines()[0]
+    assert header == "stem,source,label,wnid,status,reason"
+    # Every file was renamed into place: no temp file is left.
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".bin")) == [CLASSES_NAME, MANIFEST_NAME]
+
+
+def test_workers_give_identical_bytes(sample, tmp_path):
+    one = preprocess(sample, tmp_path / "one", workers=1)
+    two = preprocess(sample, tmp_path / "two", workers=2)
+    assert one.num_written == two.num_written == 9
+    assert _bins(tmp_path / "one") == _bins(tmp_path / "two")
+    assert (tmp_path / "one" / MANIFEST_NAME).read_text() == (tmp_path / "two" / MANIFEST_NAME).read_text()
+
+
+def test_rerun_keeps_complete_bins_and_redoes_short_ones(sample, tmp_path, caplog):
+    out = tmp_path / "bins"
+    preprocess(sample, out, workers=1)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
+    short = sorted(out.glob("*.bin"))[0]
+    short.write_bytes(b"\0" * 100)  # what a non-atomic writer killed mid-file would leave
+    expected = transform_image(next(sample.rglob(f"{short.stem}.JPEG")))
+    with caplog.at_level("INFO", logger="twins_tasks.preprocess"):
+        result = preprocess(sample, out, workers=2)
+    assert (result.num_written, result.num_reused) == (1, 8)
+    assert "8 already complete" in caplog.text
+    np.testing.assert_array_equal(np.fromfile(short, dtype=np.float32).reshape(3, 224, 224), expected)
+    for path in out.glob("*.bin"):
+        if path != short:
+            assert path.stat().st_mtime_ns == mtimes[path.name], f"{path.name} was rewritten"
+
+
+def test_limit_takes_round_robin_subset(sample, tmp_path):
+    classes, everything = list_dataset(sample)
+    by_class = [[item for item in everything if item.label == label] for label in range(3)]
+    _, four = list_dataset(sample, limit=4)
+    assert four == [by_class[0][0], by_class[0][1], by_class[1][0], by_class[2][0]]
+    assert list_dataset(sample, limit=100)[1] == everything
+
+    result = preprocess(sample, tmp_path / "bins", workers=1, limit=4)
+    assert result.num_images == result.num_written == 4
+    assert sorted(p.stem for p in (tmp_path / "bins").glob("*.bin")) == sorted(i.stem for i in four)
+    rows = read_manifest(tmp_path / "bins")
+    assert [r.stem for r in rows] == [i.stem for i in four]
+    assert [r.label for r in rows] == [0, 0, 1, 2]
+    # All classes are still listed: labels keep their full-dataset meaning.
+    assert read_classes(tmp_path / "bins") == classes
+    with pytest.raises(InputError, match="--limit"):
+        list_dataset(sample, limit=0)
+
+
+def test_bins_from_an_earlier_larger_run_are_reported(sample, tmp_path, caplog):
+    preprocess(sample, tmp_path / "bins", workers=1)
+    with caplog.at_level("WARNING", logger="twins_tasks.preprocess"):
+        preprocess(sample, tmp_path / "bins", workers=1, limit=3)
+    assert "6 .bin file(s) that are not in this run's manifest" in caplog.text
+    assert len(read_manifest(tmp_path / "bins")) == 3
+
+
+def test_dataset_listing_rules(tmp_path):
+    root = tmp_path / "val"
+    for wnid in ("n02000000", "n01000000"):
+        (root / wnid).mkdir(parents=True)
+    synthetic_photo(300, 260, seed=1).save(root / "n01000000" / "b.jpg", "JPEG")
+    synthetic_photo(300, 260, seed=2).save(root / "n01000000" / "a.Png", "PNG")
+    synthetic_photo(300, 260, seed=3).save(root / "n02000000" / "c.JPEG", "JPEG")
+    (root / "n02000000" / "notes.txt").write_text("not an image extension: ignored, as ImageFolder does")
+    (root / "n02000000" / "._c.JPEG").write_bytes(b"macOS metadata, hidden: ignored")
+    (root / "README.JPEG").write_bytes(b"outside any class folder: ignored")
+    classes, items = list_dataset(root)
+    assert classes == ["n01000000", "n02000000"]
+    assert [(i.stem, i.label, i.wnid) for i in items] == [("a", 0, "n01000000"), ("b", 0, "n01000000"),
+                                                         ("c", 1, "n02000000")]
+
+
+def test_duplicate_stems_are_an_error(tmp_path):
+    root = tmp_path / "val"
+    for wnid in ("n01000000", "n02000000"):
+        (root / wnid).mkdir(parents=True)
+        synthetic_photo(200, 200, seed=1).save(root / wnid / "ILSVRC2012_val_00000001.JPEG", "JPEG")
+    with pytest.raises(InputError) as info:
+        preprocess(root, tmp_path / "bins", workers=1)
+    message = str(info.value)
+    assert str(root / "n01000000" / "ILSVRC2012_val_00000001.JPEG") in message
+    assert str(root / "n02000000" / "ILSVRC2012_val_00000001.JPEG") in message
+    assert not (tmp_path / "bins").exists()
+
+
+def test_missing_root_empty_class_and_missing_manifest(tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        list_dataset(tmp_path / "nope")
+    (tmp_path / "val" / "n01000000").mkdir(parents=True)
+    with pytest.raises(InputError, match="n01000000"):
+        list_dataset(tmp_path / "val")
+    with pytest.raises(InputError, match="twins preprocess"):
+        read_manifest(tmp_path)
+    with pytest.raises(InputError, match=f"--bin_path {tmp_path / 'not_yet'}`"):
+        read_manifest(tmp_path / "not_yet")
+
+
+# ------------------------------------------------------------------------------------------ bad images
+
+@pytest.fixture
+def sample_with_bad_files(sample, tmp_path) -> tuple[Path, list[Path]]:
+    root = tmp_path / "val"
+    shutil.copytree(sample, root)
+    wnids = sorted(p.name for p in root.iterdir())
+    good = sorted((root / wnids[0]).glob("*.JPEG"))[-1].read_bytes()
+    bad = [root / wnids[0] / "truncated_1.JPEG", root / wnids[1] / "empty_2.JPEG", root / wnids[2] / "text_3.JPEG"]
+    bad[0].write_bytes(good[: len(good) // 2])
+    bad[1].write_bytes(b"")
+    bad[2].write_text("this is not a picture\n")
+    return root, bad
+
+
+def test_bad_files_fail_the_cli_after_writing_the_rest(sample_with_bad_files, tmp_path, run_cli, capsys):
+    root, bad = sample_with_bad_files
+    out = tmp_path / "bins"
+    code = run_cli(["preprocess", "--root_path", str(root), "--bin_path", str(out), "--workers", "2"])
+    assert code != 0
+    err = capsys.readouterr().err
+    for path in bad:
+        assert str(path) in err
+    assert "truncated" in err.lower()  # the reason is given, not only the name
+    assert "--skip-bad" in err
+    # Every decodable image was still written; no manifest claims a complete run.
+    assert len(list(out.glob("*.bin"))) == 9
+    assert not (out / MANIFEST_NAME).exists()
+
+
+def test_bad_files_raise_input_error_listing_each(sample_with_bad_files, tmp_path):
+    root, bad = sample_with_bad_files
+    with pytest.raises(InputError) as info:
+        preprocess(root, tmp_path / "bins", workers=1)
+    assert all(str(path) in str(info.value) for path in bad)
+
+
+def test_skip_bad_records_them_in_the_manifest(sample_with_bad_files, tmp_path, run_cli, capsys):
+    root, bad = sample_with_bad_files
+    out = tmp_path / "bins"
+    assert run_cli(["preprocess", "--root_path", str(root), "--bin_path", str(out), "--skip-bad"]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    rows = {Path(r.source): r for r in read_manifest(out)}
+    assert len(rows) == 12
+    for path in bad:
+        assert rows[path].status == "skipped" and rows[path].reason
+        assert not (out / f"{path.stem}.bin").exists()
+    assert sum(r.status == "ok" for r in rows.values()) == 9 == len(list(out.glob("*.bin")))
+
+
+def test_truncated_jpeg_fails_only_on_decode(sample_with_bad_files):
+    """PIL opens lazily: the header of a truncated JPEG reads fine, so the decode must be forced."""
+    _, bad = sample_with_bad_files
+    with Image.open(bad[0]) as image:
+        assert image.size[0] > 0
+    with pytest.raises(OSError, match="truncated"):
+        transform_image(bad[0])
+
+
+def test_cli_summary_and_rerun(sample, tmp_path, run_cli, capsys):
+    argv = ["preprocess", "--root_path", str(sample), "--bin_path", str(tmp_path / "bins"), "--workers", "1"]
+    assert run_cli(argv + ["--limit", "5"]) == 0
+    assert "5 images" in capsys.readouterr().out
+    assert run_cli(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert "9 images" in line and "4 written" in line and "5 kept" in line
+    assert run_cli(argv + ["--workers", "0"]) == 1

@@ -1,0 +1,252 @@
+"""The postprocess step: top-1/top-5 accuracy of an ais_bench result folder (``Twins_postprocess.py``).
+
+Labels come from the ImageNet val folder (``root/<wnid>/<image>``: label = index of the class folder in sorted
+order, as torchvision's ImageFolder) or from the manifest ``twins preprocess`` writes. Unlike the reference
+script, a missing or unreadable output never crashes the run: it counts as wrong and is named in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import NUM_CLASSES
+from .errors import InputError
+from .files import write_json_atomic
+from .layout import find_outputs, natural_key, read_output
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_COLUMNS = ("stem", "label", "status")
+_CHUNK = 1024  # outputs stacked per top-k computation: vectorised, yet bounded memory on 50,000 images
+_SHOW = 5  # names shown per problem line; the JSON record has them all
+
+
+@dataclass
+class Labels:
+    """Ground truth for scoring: stem -> class index, plus images preprocess skipped (not scored)."""
+
+    labels: dict[str, int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass
+class AccuracyResult:
+    """Top-1/top-5 over every labelled image; missing and unreadable outputs count as wrong."""
+
+    n_total: int  # the denominator: all labelled images
+    n_scored: int  # outputs that were read and ranked
+    top1: float  # percent
+    top5: float  # percent
+    correct1: int
+    correct5: int
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # skipped by preprocess: not in n_total
+    unlabelled: list[str] = field(default_factory=list)  # outputs with no label: ignored
+    pred_dir: str = ""
+    labels_source: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.unreadable
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["complete"] = self.complete
+        return record
+
+    def report_lines(self) -> list[str]:
+        """The reference's accuracy line, a top-5 line, then one line per kind of problem."""
+        n = self.n_total
+        lines = [f"Accuracy of the network on the {n} val images: {self.top1:.1f}%",
+                 f"Top-5 accuracy of the network on the {n} val images: {self.top5:.1f}%"]
+        if self.missing:
+            lines.append(f"Missing outputs (counted as wrong): {len(self.missing)}: "
+                         f"{_preview(self.missing)}")
+        if self.unreadable:
+            lines.append(f"Unreadable outputs (counted as wrong): {len(self.unreadable)}: "
+                         f"{_preview([f'{stem} ({reason})' for stem, reason in self.unreadable], sep='; ')}")
+        if self.skipped:
+            lines.append(f"Skipped by preprocess (not in the {n} images): {len(self.skipped)}: "
+                         f"{_preview([f'{stem} ({reason})' for stem, reason in self.skipped], sep='; ')}")
+        if self.unlabelled:
+            lines.append(f"Outputs without a label (ignored): {len(self.unlabelled)}: "
+                         f"{_preview(self.unlabelled)}")
+        return lines
+
+
+def _preview(items: list[str], sep: str = ", ") -> str:
+    more = f"{sep}... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return sep.join(items[:_SHOW]) + more
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+def load_labels(input_path: str | os.PathLike) -> Labels:
+    """Labels from a val folder, a ``manifest.csv``, or a bin folder that holds ``manifest.csv``."""
+    path = Path(input_path)
+    if path.is_file():
+        return read_manifest_labels(path)
+    if not path.is_dir():
+        raise InputError(f"--input_path {path} does not exist: pass the ImageNet val folder or the "
+                         f"{MANIFEST_NAME} written by `twins preprocess`")
+    if (path / MANIFEST_NAME).is_file():
+        return read_manifest_labels(path / MANIFEST_NAME)
+    if any(path.glob("*.bin")):
+        raise InputError(f"{path} holds .bin inputs but no {MANIFEST_NAME}: preprocess writes it at the end of a "
+                         f"complete run; re-run `twins preprocess`, or pass the ImageNet val folder instead")
+    return read_val_folder_labels(path)
+
+
+def read_val_folder_labels(root: Path) -> Labels:
+    """ImageFolder semantics (label = index of the class folder in sorted order), exactly as preprocess lists
+    them: the same function, so stems and labels cannot drift apart between the two steps."""
+    from .preprocess import list_dataset
+
+    _classes, items = list_dataset(root)
+    return Labels(labels={item.stem: item.label for item in items}, source=str(root))
+
+
+def read_manifest_labels(manifest: Path) -> Labels:
+    """Read ``twins preprocess``'s manifest (columns stem, source, label, wnid, status, reason).
+
+    Read with the csv module rather than through ``twins_tasks.preprocess``, so that scoring from a manifest
+    does not import the image stack; rows with status ``skipped`` are reported, not scored.
+    """
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        absent = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise InputError(f"{manifest} lacks column(s) {', '.join(absent)} (has {reader.fieldnames}): "
+                             f"is it a manifest written by `twins preprocess`?")
+        labels: dict[str, int] = {}
+        skipped: list[tuple[str, str]] = []
+        for line, row in enumerate(reader, start=2):
+            stem, status = row["stem"], (row["status"] or "").strip().lower()
+            if status == "skipped":
+                skipped.append((stem, row.get("reason") or "no reason given"))
+                continue
+            if status != "ok":
+                raise InputError(f"{manifest} line {line}: status {row['status']!r} is neither 'ok' nor 'skipped'")
+            try:
+                label = int(row["label"])
+            except (TypeError, ValueError):
+                raise InputError(f"{manifest} line {line}: label {row['label']!r} of {stem!r} is not an "
+                                 f"integer") from None
+            if stem in labels:
+                raise InputError(f"{manifest} line {line}: stem {stem!r} appears twice")
+            labels[stem] = label
+    return Labels(labels=labels, skipped=skipped, source=str(manifest))
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
+          num_classes: int = NUM_CLASSES) -> AccuracyResult:
+    """Top-1/top-5 accuracy of the outputs in ``pred_dir`` against the labels of ``input_path``."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"--pred {pred_dir} is not a folder: pass <output>/<output_dirname> of `twins infer`")
+    truth = load_labels(input_path)
+    if not truth.labels:
+        raise InputError(f"no labelled images in {truth.source}: nothing to score")
+    bad = [(stem, label) for stem, label in truth.labels.items() if not 0 <= label < num_classes]
+    if bad:
+        raise InputError(f"{len(bad)} label(s) in {truth.source} fall outside 0..{num_classes - 1}, e.g. "
+                         f"{bad[0][0]}={bad[0][1]}: is this a {num_classes}-class dataset?")
+    outputs = find_outputs(pred_dir)
+    stems = sorted(truth.labels, key=natural_key)
+    missing: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    correct1 = correct5 = n_scored = 0
+    rows = np.empty((_CHUNK, num_classes), dtype=np.float32)
+    row_labels = np.empty(_CHUNK, dtype=np.int64)
+    filled = 0
+    progress = Progress("postprocess", len(stems), unit="outputs", logger=log)
+
+    def flush() -> None:
+        nonlocal correct1, correct5, filled
+        block, wanted = rows[:filled], row_labels[:filled]
+        correct1 += int(np.count_nonzero(block.argmax(axis=1) == wanted))
+        k = min(5, num_classes)
+        top = np.argpartition(block, num_classes - k, axis=1)[:, num_classes - k:]
+        correct5 += int(np.count_nonzero((top == wanted[:, None]).any(axis=1)))
+        filled = 0
+
+    for stem in stems:
+        path = outputs.get(stem)
+        progress.update()
+        if path is None:
+            missing.append(stem)
+            continue
+        label = truth.labels[stem]
+        try:
+            values = read_output(path, num_classes)
+            if not np.isfinite(values).all():
+                raise ValueError("non-finite values (nan/inf)")
+        except Exception as exc:  # any bad file is a finding for the report, never a crash
+            unreadable.append((stem, f"{path.name}: {exc}"))
+            continue
+        rows[filled] = values
+        row_labels[filled] = label
+        filled += 1
+        n_scored += 1
+        if filled == _CHUNK:
+            flush()
+    if filled:
+        flush()
+    progress.finish()
+
+    n_total = len(stems)
+    unlabelled = sorted((s for s in outputs if s not in truth.labels), key=natural_key)
+    result = AccuracyResult(n_total=n_total, n_scored=n_scored, top1=100.0 * correct1 / n_total,
+                            top5=100.0 * correct5 / n_total, correct1=correct1, correct5=correct5,
+                            missing=missing, unreadable=unreadable, skipped=truth.skipped,
+                            unlabelled=unlabelled, pred_dir=str(pred_dir), labels_source=truth.source)
+    if not result.complete:
+        log.warning("%d missing and %d unreadable outputs in %s are counted as wrong", len(missing),
+                    len(unreadable), pred_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("postprocess", help="top-1/top-5 accuracy of inference outputs (Twins_postprocess.py)",
+                              description="Score the outputs of `twins infer` (or ais_bench) against ImageNet "
+                                          "labels. Missing or unreadable outputs count as wrong and are named.")
+    p.add_argument("--pred", required=True, help="result folder: <output>/<output_dirname>")
+    p.add_argument("--input_path", required=True,
+                   help="ImageNet val folder (<wnid>/<image>), a manifest.csv, or the bin folder holding one")
+    p.add_argument("--json", dest="json_path", help="write the accuracy record as JSON here")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any output is missing or unreadable")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    import sys
+
+    result = score(args.pred, args.input_path)
+    for line in result.report_lines():
+        print(line, flush=True)
+    if args.json_path:
+        write_json_atomic(args.json_path, result.to_dict())
+    if args.strict and not result.complete:
+        print(f"twins postprocess: --strict: {len(result.missing)} missing and {len(result.unreadable)} "
+              f"unreadable outputs", file=sys.stderr)
+        return 1
+    return 0

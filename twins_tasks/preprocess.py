@@ -1,0 +1,404 @@
+"""The preprocess step: ImageNet val folder -> one raw float32 ``<stem>.bin`` per image (``Twins_preprocess.py``).
+
+The transform is the recipe's torchvision pipeline, ``Resize(256, BICUBIC) -> CenterCrop(224) -> ToTensor()
+-> Normalize(mean, std)`` on ``PIL.Image.open(f).convert("RGB")``, re-done with PIL + numpy so that
+torchvision is not needed at run time; the bins equal torchvision's bit for bit (tests compare).
+
+Besides the bins, ``bin_path`` gets ``manifest.csv`` (stem, source, label, wnid, status, reason) and
+``classes.txt`` (one wnid per line, line index = label), written at the end of a complete run only: the
+postprocess reads labels from the manifest, so a failed run leaves none behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
+from .errors import InputError
+from .files import atomic_path, write_text_atomic
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Part of the preprocessed-inputs cache key: bump when the bytes a given image produces change.
+TRANSFORM_VERSION = "1"
+MANIFEST_NAME = "manifest.csv"
+CLASSES_NAME = "classes.txt"
+MANIFEST_COLUMNS = ("stem", "source", "label", "wnid", "status", "reason")
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+# torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as ImageFolder does.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_MAX_LISTED = 20  # bad files / duplicates named in one error message; the log names every one
+
+
+def _normalize_lut() -> np.ndarray:
+    """(3, 256) float32: ToTensor + Normalize for each uint8 value, computed with the same float32 ops.
+
+    torchvision does ``x.to(float32).div(255)`` then ``sub_(mean).div_(std)`` with float32 mean/std;
+    each output depends on one uint8 input only, so a lookup of those exact operations gives identical
+    bits at a third of the cost of doing the arithmetic on every pixel.
+    """
+    values = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None]
+    return np.ascontiguousarray((values[None, :] - mean) / std, dtype=np.float32)
+
+
+_LUT = _normalize_lut()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the dataset: output name, source file, class index and class folder."""
+
+    stem: str
+    source: Path
+    label: int
+    wnid: str
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    stem: str
+    source: str
+    label: int
+    wnid: str
+    status: str  # "ok" (a .bin exists) or "skipped" (undecodable, run with --skip-bad)
+    reason: str = ""
+
+
+@dataclass
+class PreprocessResult:
+    bin_path: str
+    num_images: int  # images selected (after --limit), bad ones included
+    num_written: int  # bins written by this run
+    num_reused: int  # complete bins found from an earlier run and kept
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (source, reason) for undecodable files
+    seconds: float = 0.0
+    rate: float = 0.0  # images decoded per second by this run (written + bad) / seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- transform
+
+def resized_size(width: int, height: int, size: int = RESIZE_SIZE) -> tuple[int, int]:
+    """torchvision's Resize(size) output (width, height): short side = size, long side truncated."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def center_crop_box(width: int, height: int, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
+    """torchvision's CenterCrop box (left, top, right, bottom); Python's round() (half to even), as it uses."""
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image as RGB, as torchvision's ``pil_loader`` does.
+
+    ``convert`` forces the decode: a truncated file fails here, not later (PIL opens lazily).
+    """
+    with open(path, "rb") as fh:
+        return Image.open(fh).convert("RGB")
+
+
+def transform_rgb(image: Image.Image) -> np.ndarray:
+    """Resize(256, bicubic) -> CenterCrop(224) -> ToTensor -> Normalize on an RGB image: (3,224,224) float32."""
+    size = resized_size(*image.size)
+    if size != image.size:  # torchvision returns the image untouched when it already has the size
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    pixels = np.asarray(image.crop(center_crop_box(*size)))  # (224, 224, 3) uint8
+    out = np.empty((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for channel in range(3):
+        np.take(_LUT[channel], pixels[:, :, channel], out=out[channel])
+    return out
+
+
+def transform_image(path: str | os.PathLike) -> np.ndarray:
+    """The recipe's transform of one image file: (3, 224, 224) float32, CHW, normalised."""
+    return transform_rgb(load_rgb(path))
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+def output_stem(filename: str) -> str:
+    """The reference's output name: the file name up to its first dot (``basename.split('.')[0]``)."""
+    return filename.split(".")[0]
+
+
+def _class_files(class_dir: str) -> list[str]:
+    """Image files under one class folder in ImageFolder's order (sorted walk, links followed)."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
+        # Hidden entries (.ipynb_checkpoints, macOS ._ files, our temp files) are never images.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def _round_robin(per_class: list[list[Item]], limit: int) -> list[Item]:
+    """First image of each class, then the second of each, ... until ``limit``; returned in dataset order."""
+    chosen: set[tuple[int, int]] = set()
+    depth = 0
+    while len(chosen) < limit and any(depth < len(files) for files in per_class):
+        for label, files in enumerate(per_class):
+            if depth < len(files) and len(chosen) < limit:
+                chosen.add((label, depth))
+        depth += 1
+    return [item for label, files in enumerate(per_class) for i, item in enumerate(files) if (label, i) in chosen]
+
+
+def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tuple[list[str], list[Item]]:
+    """Classes (sorted folder names, index = label) and images of an ImageFolder tree.
+
+    :param limit: keep a representative subset of this many images, taken round-robin across classes.
+    :raises InputError: missing root, no class folders, an empty class folder, or two images that would
+        write the same ``<stem>.bin``.
+    """
+    root = Path(root_path)
+    if not root.is_dir():
+        raise InputError(f"--root_path {root} is not a folder: point it at the ImageNet val folder "
+                         "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1 (got {limit})")
+    with os.scandir(root) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root} has no class folders: expected {root}/<wnid>/<image>.JPEG (ImageFolder layout)")
+
+    per_class: list[list[Item]] = []
+    empty: list[str] = []
+    for label, wnid in enumerate(classes):
+        files = _class_files(os.path.join(root, wnid))
+        if not files:
+            empty.append(wnid)
+        per_class.append([Item(output_stem(os.path.basename(f)), Path(f), label, wnid) for f in files])
+    if empty:
+        # ImageFolder refuses these too: labels would still be right, but an empty class is a broken copy.
+        raise InputError(f"{len(empty)} class folder(s) under {root} hold no image ({', '.join(empty[:10])}); "
+                         f"image files end in {', '.join(IMG_EXTENSIONS)} (any case): fix or remove them")
+
+    first_seen: dict[str, Path] = {}
+    duplicates: list[str] = []
+    for item in (item for files in per_class for item in files):
+        if item.stem in first_seen:
+            duplicates.append(f"{first_seen[item.stem]} and {item.source}")
+        else:
+            first_seen[item.stem] = item.source
+    if duplicates:
+        raise InputError(f"{len(duplicates)} image name(s) occur twice, and both would be written as "
+                         f"<stem>.bin: {'; '.join(duplicates[:_MAX_LISTED])}"
+                         f"{' ...' if len(duplicates) > _MAX_LISTED else ''}. Rename or remove one of each pair")
+
+    items = [item for files in per_class for item in files]
+    if limit is not None and limit < len(items):
+        items = _round_robin(per_class, limit)
+    return classes, items
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+def _manifest_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if path.suffix.lower() == ".csv" and not path.is_dir() else path / MANIFEST_NAME
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for row in rows:
+        writer.writerow([row.stem, row.source, row.label, row.wnid, row.status, row.reason])
+    write_text_atomic(_manifest_file(path), buffer.getvalue())
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """Rows of a preprocess manifest; ``path`` is the bin folder or the csv file itself."""
+    manifest = _manifest_file(path)
+    if not manifest.is_file():
+        raise InputError(f"no preprocess manifest at {manifest}: run `twins preprocess --bin_path "
+                         f"{manifest.parent}` to completion first (a failed run writes none)")
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise InputError(f"{manifest} is not a preprocess manifest: columns {sorted(missing)} are missing")
+        rows = []
+        for line, rec in enumerate(reader, start=2):
+            try:
+                rows.append(ManifestRow(stem=rec["stem"], source=rec["source"], label=int(rec["label"]),
+                                        wnid=rec["wnid"], status=rec["status"], reason=rec["reason"] or ""))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{manifest} line {line} is malformed ({exc}): re-run `twins preprocess`") from exc
+    return rows
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Class folder names of a preprocess run (index = label); ``path`` is the bin folder or the file."""
+    path = Path(path)
+    classes_file = path if path.suffix.lower() == ".txt" and not path.is_dir() else path / CLASSES_NAME
+    if not classes_file.is_file():
+        raise InputError(f"no {CLASSES_NAME} at {classes_file}: run `twins preprocess` to completion first")
+    return classes_file.read_text(encoding="utf-8").splitlines()
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+def _is_complete(path: str) -> bool:
+    # Bins are renamed into place whole, so the right size means a finished write.
+    try:
+        return os.stat(path).st_size == BIN_BYTES
+    except FileNotFoundError:
+        return False
+
+
+def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None]:
+    """Worker: transform ``source`` into ``target``; return (index, None) or (index, why it cannot be read).
+
+    Only decoding errors become a reason; a failure to write the bin (disk full) is raised, not excused.
+    """
+    index, source, target = task
+    try:
+        array = transform_image(source)
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        return index, f"{type(exc).__name__}: {exc}"
+    with atomic_path(target) as tmp:
+        array.tofile(tmp)
+    return index, None
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple[int, str | None]]:
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(_convert_one, tasks)
+        return
+    try:
+        pool = multiprocessing.Pool(workers)
+    except AssertionError as exc:  # "daemonic processes are not allowed to have children"
+        log.warning("Cannot start worker processes here (%s): preprocessing in this process", exc)
+        yield from map(_convert_one, tasks)
+        return
+    # Chunks amortise the inter-process round trip; small enough that progress keeps moving.
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    with pool:
+        yield from pool.imap_unordered(_convert_one, tasks, chunksize=chunksize)
+
+
+def preprocess(root_path: str | os.PathLike, bin_path: str | os.PathLike, *, workers: int | None = None,
+               limit: int | None = None, skip_bad: bool = False) -> PreprocessResult:
+    """Write ``<stem>.bin`` for every image of ``root_path`` into ``bin_path``, then the manifest and classes.
+
+    Bins already complete from an earlier run are kept. Undecodable images are logged one by one; after
+    everything else is written they raise :class:`InputError` naming each one, unless ``skip_bad``, which
+    records them in the manifest as ``skipped`` instead.
+
+    :param workers: processes to use (default: every available core; 1 = in this process).
+    :param limit: preprocess a round-robin subset of this many images (see :func:`list_dataset`).
+    """
+    start = time.perf_counter()
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {workers})")
+    classes, items = list_dataset(root_path, limit)
+    out = Path(bin_path)
+    out.mkdir(parents=True, exist_ok=True)
+    # The manifest marks a complete run; the one of an earlier run must not outlive a failing rerun.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+    targets = [str(out / f"{item.stem}.bin") for item in items]
+    tasks = [(i, str(item.source), targets[i]) for i, item in enumerate(items) if not _is_complete(targets[i])]
+    reused = len(items) - len(tasks)
+    workers = min(workers or _default_workers(), max(len(tasks), 1))
+    log.info("Preprocessing %d images of %d classes from %s into %s: %d to write with %d worker(s), "
+             "%d already complete (kept)", len(items), len(classes), root_path, out, len(tasks), workers, reused)
+
+    reasons: dict[int, str] = {}
+    progress = Progress("preprocess", len(tasks), unit="images", logger=log)
+    for index, reason in _run_tasks(tasks, workers):
+        if reason is not None:
+            reasons[index] = reason
+            log.log(logging.WARNING if skip_bad else logging.ERROR, "Cannot decode %s: %s",
+                    items[index].source, reason)
+        progress.update()
+    if tasks:
+        progress.finish()
+
+    bad = [(str(items[i].source), reasons[i]) for i in sorted(reasons)]
+    seconds = time.perf_counter() - start
+    result = PreprocessResult(bin_path=str(out), num_images=len(items), num_written=len(tasks) - len(bad),
+                              num_reused=reused, bad=bad, seconds=seconds,
+                              rate=len(tasks) / seconds if seconds > 0 else 0.0)
+    if bad and not skip_bad:
+        listed = "\n".join(f"  {source}: {reason}" for source, reason in bad[:_MAX_LISTED])
+        more = f"\n  ... and {len(bad) - _MAX_LISTED} more (each is in the log)" if len(bad) > _MAX_LISTED else ""
+        raise InputError(f"{len(bad)} of {len(items)} images cannot be decoded (the other bins are written, "
+                         f"no manifest):\n{listed}{more}\nReplace or remove them, or pass --skip-bad to record "
+                         "them in the manifest as skipped")
+
+    write_manifest(out, (ManifestRow(item.stem, str(item.source), item.label, item.wnid,
+                                     STATUS_SKIPPED if i in reasons else STATUS_OK, reasons.get(i, ""))
+                         for i, item in enumerate(items)))
+    write_text_atomic(out / CLASSES_NAME, "".join(f"{wnid}\n" for wnid in classes))
+    _warn_stray_bins(out, {item.stem for i, item in enumerate(items) if i not in reasons})
+    log.info("Preprocessed %d images into %s: %d written, %d kept, %d skipped as undecodable (%.1f s)",
+             len(items), out, result.num_written, reused, len(bad), seconds)
+    return result
+
+
+def _warn_stray_bins(out: Path, expected: set[str]) -> None:
+    """Inference reads every .bin of the folder: say so when some are not from this dataset/limit."""
+    with os.scandir(out) as entries:
+        stray = [e.name for e in entries if e.name.endswith(".bin") and e.name[:-4] not in expected]
+    if stray:
+        log.warning("%s holds %d .bin file(s) that are not in this run's manifest (e.g. %s), from an earlier "
+                    "run with another dataset or --limit: inference would read them too; use a fresh --bin_path",
+                    out, len(stray), ", ".join(sorted(stray)[:3]))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("preprocess", help="ImageNet val folder -> float32 .bin files (Twins_preprocess.py)",
+                              description="Resize(256, bicubic) -> CenterCrop(224) -> normalise each image of "
+                                          "ROOT_PATH/<wnid>/ into BIN_PATH/<stem>.bin (raw float32 CHW), plus "
+                                          "manifest.csv and classes.txt. Complete bins of an earlier run are kept.")
+    p.add_argument("--root_path", required=True, help="ImageNet val folder, one sub-folder per class")
+    p.add_argument("--bin_path", required=True, help="output folder for the .bin files")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 1 = no pool)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only this many images, taken round-robin across classes (a quick representative run)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="record undecodable images as skipped in the manifest instead of failing")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = preprocess(args.root_path, args.bin_path, workers=args.workers, limit=args.limit,
+                        skip_bad=args.skip_bad)
+    print(f"preprocess: {result.num_images} images -> {result.bin_path}: {result.num_written} written, "
+          f"{result.num_reused} kept from an earlier run, {len(result.bad)} skipped as undecodable; "
+          f"{result.seconds:.1f} s ({result.rate:.1f} img/s)")
+    return 0
