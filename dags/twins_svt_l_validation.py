@@ -195,7 +195,7 @@ def twins_svt_l_validation():
         inferred = InferOperator(
             task_id="infer", backend=planned["backend"], backend_options=planned["backend_options"],
             artifact=compiled.output, inputs=inputs["bin_path"], batch_size=batch_size,
-            output=planned["result_dir"], outfmt="{{ params.outfmt }}", queue=NPU_QUEUE, pool=NPU_POOL,
+            output_root=planned["result_dir"], outfmt="{{ params.outfmt }}", queue=NPU_QUEUE, pool=NPU_POOL,
             execution_timeout=dt.timedelta(hours=4))
         measured = PerfOperator(
             task_id="perf", backend=planned["backend"], backend_options=planned["backend_options"],
@@ -205,7 +205,12 @@ def twins_svt_l_validation():
         inferred >> measured
         return {"compile": compiled.output, "infer": inferred.output, "perf": measured.output}
 
-    chains = per_batch_size.expand(batch_size=planned["batch_sizes"])
+    @task(execution_timeout=dt.timedelta(minutes=5))
+    def batch_sizes(sizes: list[int]) -> list[int]:
+        """The mapping source (Airflow maps only over a task's return value, not over one of its keys)."""
+        return list(sizes)
+
+    chains = per_batch_size.expand(batch_size=batch_sizes(planned["batch_sizes"]))
 
     @task(execution_timeout=dt.timedelta(hours=1))
     def accuracy(chains: dict[str, Any], inputs: dict[str, Any], model: dict[str, Any], cache_dir: str,

@@ -59,3 +59,25 @@ def postgres_url():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated Airflow metadata DB (SQLite in the session's AIRFLOW_HOME), needed by dag.test()."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigterm():
+    """dag.test() installs Airflow's SIGTERM handler in the test process; don't let it leak into other tests."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)

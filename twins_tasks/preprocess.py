@@ -17,6 +17,7 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -299,15 +300,24 @@ def _run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tupl
         yield from map(_convert_one, tasks)
         return
     try:
-        pool = multiprocessing.Pool(workers)
+        # Airflow's task runner makes forked children ignore SIGTERM; Pool.terminate() would then hang on
+        # join. Workers get the default handler back, and a successful run closes instead of terminating.
+        pool = multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
     except AssertionError as exc:  # "daemonic processes are not allowed to have children"
         log.warning("Cannot start worker processes here (%s): preprocessing in this process", exc)
         yield from map(_convert_one, tasks)
         return
     # Chunks amortise the inter-process round trip; small enough that progress keeps moving.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with pool:
+    try:
         yield from pool.imap_unordered(_convert_one, tasks, chunksize=chunksize)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def preprocess(root_path: str | os.PathLike, bin_path: str | os.PathLike, *, workers: int | None = None,

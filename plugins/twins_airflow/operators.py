@@ -8,6 +8,8 @@ its errors into task failures.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -180,7 +182,7 @@ class InferOperator(BackendOperator):
     ui_color = "#d8e8f4"
 
     def __init__(self, *, artifact: str | dict[str, Any], inputs: str, batch_size: int | str, output_root: str,
-                 output_dirname: str, outfmt: str = "TXT", **kwargs) -> None:
+                 output_dirname: str | None = None, outfmt: str = "TXT", **kwargs) -> None:
         super().__init__(**kwargs)
         _check_int("batch_size", batch_size, 1)
         if isinstance(outfmt, str) and not _is_template(outfmt) and outfmt.upper() not in OUTPUT_FORMATS:
@@ -194,12 +196,14 @@ class InferOperator(BackendOperator):
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         batch_size = _as_int("batch_size", self.batch_size, 1)
-        result = backend.infer(_artifact_path(self.artifact), self.inputs, batch_size, Path(self.output_root),
-                               self.output_dirname, self.outfmt)
-        self.log.info("%d outputs in %s (%.1f images/s end to end)", result.num_outputs, result.output_dir,
-                      result.throughput)
-        record = result.to_dict()
-        record["summary"] = {k: v for k, v in record["summary"].items() if k not in _BIG_SUMMARY_KEYS}
+        artifact = _artifact_path(self.artifact)
+        # The recipe names the result folder after the model: <name>_bs<N> (atc may add _linux_<arch>).
+        name = self.output_dirname or re.sub(r"_linux_[a-z0-9_]+$", "", artifact.stem)
+        # Written under a temporary name and renamed when complete: a retry never mixes two attempts.
+        record = infer_step(backend, artifact, self.inputs, batch_size, Path(self.output_root), name,
+                            str(self.outfmt).upper())
+        self.log.info("%d outputs in %s (%.1f images/s end to end)", record["num_outputs"], record["output_dir"],
+                      record["throughput"])
         return record
 
 
