@@ -88,7 +88,7 @@ PARAMS = {
 }
 
 DEFAULT_ARGS = {
-    "retries": 2,
+    "retries": int(os.environ.get("TWINS_TASK_RETRIES", "2")),
     "retry_delay": dt.timedelta(minutes=2),
     "execution_timeout": dt.timedelta(hours=1),
 }

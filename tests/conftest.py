@@ -21,6 +21,7 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = uuid.uuid4().hex * 2
+os.environ["TWINS_TASK_RETRIES"] = "0"  # a failing task in dag.test() must not wait for its retry delay
 os.environ["TWINS_WORK_DIR"] = str(_AIRFLOW_HOME / "twins")
 os.environ.pop("AIRFLOW_CONN_TWINS_RESULTS", None)
 os.environ.pop("TWINS_RESULTS_URL", None)

@@ -24,6 +24,7 @@ from twins_tasks.backends.base import Backend
 from twins_tasks.cache import compile_cached
 from twins_tasks.errors import InputError, TwinsError
 from twins_tasks.layout import OUTPUT_FORMATS
+from twins_tasks.pipeline import infer_step
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
