@@ -173,7 +173,7 @@ def infer_step(backend: Backend, artifact: str | Path, bin_path: str | Path, bat
     """Run inference into a temporary folder and rename it into place when every output is there."""
     result_root = Path(result_root)
     result_root.mkdir(parents=True, exist_ok=True)
-    partial = f".{name}.partial"
+    partial = f"{name}.partial"  # a plain name: ais_bench (and our validation) reject a leading dot
     shutil.rmtree(result_root / partial, ignore_errors=True)  # a killed earlier attempt's leftovers
     result = backend.infer(Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
     final = result_root / name
