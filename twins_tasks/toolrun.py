@@ -47,10 +47,9 @@ class ToolRunner(Protocol):
 
 def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM the tool's process group, then SIGKILL whatever is left after ``grace_s``."""
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        return
+    # Tools start in a new session, so their pid is the group id; getpgid() would fail once the tool itself
+    # has exited and leave its children running.
+    pgid = proc.pid
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
