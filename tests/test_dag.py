@@ -120,6 +120,14 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
     reports = list(Path(os.environ["TWINS_WORK_DIR"]).glob("runs/*/report.md"))
     assert reports and "recipe-gpu" in reports[0].read_text() and "Best batch size" in reports[0].read_text()
     assert run["regression_status"] == "first"
+    # Re-run the real `record` task on this run (as a retry or a cleared task would): still one set of rows.
+    before = _store().count_rows()
+    proc = subprocess.run([sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "record", dr.run_id],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Recorded run {dr.run_id} (2 batch sizes)" in proc.stdout + proc.stderr
+    assert _store().count_rows() == before
+    assert [b["batch_size"] for b in _store().get_run(dr.run_id)["batches"]] == [1, 4]
 
 
 @pytest.mark.model
