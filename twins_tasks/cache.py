@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 COMPILE_RECORD = "compile.json"
 
 
+def load_record(record_path: Path, file_key: str) -> dict[str, Any] | None:
+    """A cache entry's record, if the entry is complete: the record exists and names a file that exists."""
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    return record if Path(record[file_key]).is_file() else None
+
+
 def compile_key(backend: Backend, model: Path, batch_size: int) -> str:
     return sha256_json({"model_sha256": cached_sha256(model), "batch_size": batch_size, "backend": backend.name,
                         "options": backend.options_key()})[:16]
@@ -35,13 +43,12 @@ def compile_cached(backend: Backend, model: str | Path, batch_size: int, cache_r
     key = compile_key(backend, model, batch_size)
     target = Path(cache_root) / "compiled" / f"{backend.name}_bs{batch_size}_{key}"
     record_path = target / COMPILE_RECORD
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if Path(record["artifact"]).is_file():
-            log.info("Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
-                     "compiled in %.1f s originally)", record["artifact"], batch_size, backend.name,
-                     record["compile_seconds"])
-            return {**record, "cached": True}
+    record = load_record(record_path, "artifact")
+    if record is not None:
+        log.info("Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
+                 "compiled in %.1f s originally)", record["artifact"], batch_size, backend.name,
+                 record["compile_seconds"])
+        return {**record, "cached": True}
     with atomic_dir(target) as tmp:
         result = backend.compile(model, batch_size, tmp, name=name)
         record = result.to_dict()

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import DEFAULT_MODEL
 from .backends import Backend, add_backend_arguments, backend_from_args
-from .cache import compile_cached
+from .cache import compile_cached, load_record
 from .errors import InputError, MissingOutputError
 from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
 
@@ -128,12 +128,11 @@ def prepare_model(cache_root: str | Path, *, model_name: str = DEFAULT_MODEL, re
                        "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")}})[:16]
     target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
     record_path = target / EXPORT_RECORD
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if Path(record["onnx"]).is_file():
-            log.info("Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was "
-                     "max abs diff %.2e)", record["onnx"], record["weights"], record["parity"]["max_abs_diff"])
-            return {**record, "cached": True}
+    record = load_record(record_path, "onnx")
+    if record is not None:
+        log.info("Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was "
+                 "max abs diff %.2e)", record["onnx"], record["weights"], record["parity"]["max_abs_diff"])
+        return {**record, "cached": True}
     from .export import export_onnx
 
     with atomic_dir(target) as tmp:
