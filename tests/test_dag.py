@@ -133,7 +133,9 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
 @pytest.mark.model
 def test_single_batch_size_and_regression_trip(dag, dataset, airflow_db, tmp_path, capfd, caplog):
     # One batch size: Airflow 3.3.2 hands the join a bare dict for a one-element mapped group.
-    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4]))
+    # Same configuration as the [1, 4] run, whose bs4 result it is compared with: 2-loop CPU timings on a
+    # busy 2-core machine vary by more than the default 10%, so this run allows any throughput change.
+    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=1000.0))
     assert str(dr.state).endswith("success"), states
     store = _store()
     run = store.get_run(dr.run_id)
@@ -144,7 +146,7 @@ def test_single_batch_size_and_regression_trip(dag, dataset, airflow_db, tmp_pat
     fake = {k: v for k, v in run.items() if k not in ("id", "batches", "recorded_at")}
     fake.update(run_key="constructed-fast-run", regression_status="passed")
     store.record_run(fake, [{**run["batches"][0], "throughput": run["batches"][0]["throughput"] * 100}])
-    dr2, states2 = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4]))
+    dr2, states2 = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=10.0))
     assert states2[("regression_check", -1)] in ("failed",) or str(states2[("regression_check", -1)]).endswith("failed")
     assert not str(dr2.state).endswith("success")
     assert store.get_run(dr2.run_id)["regression_status"] == "failed"
