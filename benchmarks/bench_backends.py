@@ -1,13 +1,15 @@
 """ONNX Runtime backend vs PyTorch eager on twins_svt_large, side by side in one run.
 
-Builds a RANDOMLY INITIALISED timm ``twins_svt_large`` (speed does not depend on the weights), exports it
-to ONNX (TorchScript exporter, dynamic batch, fused attention off) in a temp folder, compiles it with
-``OnnxRuntimeBackend`` per batch size, then measures PyTorch eager fp32 (``torch.inference_mode``, torch
-threads = cores) and ``backend.perf`` with the same loop and warmup counts. Measurements alternate between
-the two for ``--rounds`` rounds and each side keeps its best round, so a burst of load from another process
-hurts neither side more than the other. Goal: ONNX Runtime >= 1.8x PyTorch at batch size 4.
+Builds a RANDOMLY INITIALISED timm ``twins_svt_large`` (speed does not depend on the weights) and exports
+it exactly as ``twins pth2onnx --random-init`` does (``twins_tasks.export``: TorchScript exporter, the
+recipe's opset 11, dynamic batch) in a temp folder, compiles it with ``OnnxRuntimeBackend`` per batch size,
+then measures PyTorch eager fp32 (the timm model as timm ships it, fused attention as timm defaults,
+``torch.inference_mode``, torch threads = cores) and ``backend.perf`` with the same loop and warmup counts.
+Measurements alternate between the two for ``--rounds`` rounds; the table shows each side's median round
+and the median of the per-round ratios, so neither a burst of load from another process nor one lucky
+round decides the result. Goal: ONNX Runtime >= 1.8x PyTorch at batch size 4.
 
-    .venv/bin/python benchmarks/bench_backends.py [--batch-sizes 1,4] [--loop 10] [--rounds 3]
+    .venv/bin/python benchmarks/bench_backends.py [--batch-sizes 1,4] [--loop 10] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 
@@ -32,26 +34,25 @@ TARGET_RATIO = 1.8
 
 
 def build_model():
-    import timm
-    import torch
+    """The pipeline's random-init model (``twins_tasks.export.load_model``), with timm's default attention."""
+    from timm.layers import use_fused_attn
 
-    torch.manual_seed(0)
-    model = timm.create_model("twins_svt_large", pretrained=False).eval()
-    for module in model.modules():  # 5-D SDPA does not export with the TorchScript exporter
+    from twins_tasks.export import load_model
+
+    model, _ = load_model(random_init=True, seed=0)
+    fused = use_fused_attn()  # the export turns fused attention off; eager PyTorch as shipped has timm's default
+    for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+            module.fused_attn = fused
     return model
 
 
-def export(model, path: Path) -> float:
-    import torch
+def export(path: Path) -> float:
+    """``twins pth2onnx --random-init --seed 0``: the ONNX model the pipeline compiles."""
+    from twins_tasks.export import export_onnx
 
     start = time.perf_counter()
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
-        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+    export_onnx(path, random_init=True, seed=0)
     return time.perf_counter() - start
 
 
@@ -87,7 +88,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="1,4", help="comma-separated (default 1,4)")
     parser.add_argument("--loop", type=int, default=10, help="timed runs per measurement (default 10)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating torch/ORT rounds; best counts")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating torch/ORT rounds (default 5); medians count")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch and ORT threads (cores)")
     parser.add_argument("--workdir", default=None, help="keep the ONNX model and artifacts here (default: temp)")
     args = parser.parse_args()
@@ -102,42 +103,44 @@ def main() -> int:
     print(f"CPU: {cpu_model_name()}, {usable_cores()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), onnxruntime {ort.__version__} ({backend.threads} threads, {','.join(backend.providers)})")
     print(f"Model: twins_svt_large with RANDOM weights (generated; speed only); loop {args.loop}, warmup "
-          f"{args.warmup}, best of {args.rounds} alternating rounds")
+          f"{args.warmup}, {args.rounds} alternating rounds")
 
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        model = build_model()
         onnx_path = work / "twins_svt_large.onnx"
         if not onnx_path.is_file():
-            print(f"exported ONNX in {export(model, onnx_path):.1f} s")
+            print(f"exported ONNX in {export(onnx_path):.1f} s")
+        model = build_model()
         rows = []
         for bs in batch_sizes:
             compiled = backend.compile(onnx_path, bs, work)
             diff = parity(model, Path(compiled.artifact), bs, backend)
-            best_torch = best_ort = None
-            for _ in range(args.rounds):
+            torch_rates, ort_rates = [], []
+            for round_no in range(1, args.rounds + 1):
                 t = torch_perf(model, bs, args.loop, args.warmup)
                 o = backend.perf(Path(compiled.artifact), bs, loop=args.loop, warmup=args.warmup)
-                print(f"  bs {bs}: torch {t.throughput:.2f} img/s, onnxruntime {o.throughput:.2f} img/s "
-                      f"(ratio {o.throughput / t.throughput:.2f})", flush=True)
-                best_torch = t if best_torch is None or t.throughput > best_torch.throughput else best_torch
-                best_ort = o if best_ort is None or o.throughput > best_ort.throughput else best_ort
-            rows.append((bs, best_torch, best_ort, diff, compiled.compile_seconds))
+                torch_rates.append(t.throughput)
+                ort_rates.append(o.throughput)
+                print(f"  bs {bs} round {round_no}/{args.rounds}: torch {t.throughput:.2f} img/s, onnxruntime "
+                      f"{o.throughput:.2f} img/s (ratio {o.throughput / t.throughput:.2f})", flush=True)
+            ratios = [o / t for t, o in zip(torch_rates, ort_rates)]
+            rows.append((bs, median(torch_rates), median(ort_rates), median(ratios), min(ratios), diff,
+                         compiled.compile_seconds))
 
     print()
-    print("| batch | torch eager img/s | onnxruntime img/s | ratio | target | result | max abs diff | compile s |")
-    print("|------:|------------------:|------------------:|------:|-------:|:------:|-------------:|----------:|")
+    print("Medians over the rounds; 'ratio' is the median of the per-round ratios, 'worst' the lowest one.")
+    print("| batch | torch eager img/s | onnxruntime img/s | ratio | worst | target | result | max abs diff | compile s |")
+    print("|------:|------------------:|------------------:|------:|------:|-------:|:------:|-------------:|----------:|")
     failed = False
-    for bs, t, o, diff, compile_s in rows:
-        ratio = o.throughput / t.throughput
+    for bs, torch_rate, ort_rate, ratio, worst, diff, compile_s in rows:
         if bs == TARGET_BS:
             ok = ratio >= TARGET_RATIO
             failed |= not ok
             target, result = f">={TARGET_RATIO}x", "PASS" if ok else "FAIL"
         else:
             target, result = "-", "-"
-        print(f"| {bs:>5} | {t.throughput:>17.2f} | {o.throughput:>17.2f} | {ratio:>5.2f} | {target:>6} | "
+        print(f"| {bs:>5} | {torch_rate:>17.2f} | {ort_rate:>17.2f} | {ratio:>5.2f} | {worst:>5.2f} | {target:>6} | "
               f"{result:^6} | {diff:>12.2e} | {compile_s:>9.1f} |")
     if TARGET_BS not in batch_sizes:
         print(f"(no target check: batch size {TARGET_BS} was not measured)")
