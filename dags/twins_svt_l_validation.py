@@ -273,8 +273,7 @@ def twins_svt_l_validation():
                                  f"listed by `twins results`, a preset, or numbers per batch size")
             baseline = {b["batch_size"]: b["throughput"] for b in previous["batches"] if b["throughput"]}
             label = f"run {baseline_spec}"
-        synthetic = (Path(run["dataset_path"]) / ".twins-sample.json").is_file()
-        text = render({**run, "synthetic_data": synthetic}, run["batches"], baseline=baseline, baseline_label=label)
+        text = render(run, run["batches"], baseline=baseline, baseline_label=label)
         path = Path(run_dir) / "report.md"
         write_text_atomic(path, text)
         print(text)

@@ -116,9 +116,10 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
     for b in run["batches"]:
         assert b["num_images"] == 6 and b["num_missing"] == 0
         assert b["throughput"] > 0 and b["agreement_top1"] == 100.0 and b["agreement_max_abs_diff"] < 1e-3
-    report = Path(run["report_path"] or "")
+    assert run["config"]["synthetic_data"] is True  # make-sample's marker reached the record
     reports = list(Path(os.environ["TWINS_WORK_DIR"]).glob("runs/*/report.md"))
     assert reports and "recipe-gpu" in reports[0].read_text() and "Best batch size" in reports[0].read_text()
+    assert "NOTE: generated images, not ImageNet." in reports[0].read_text()
     assert run["regression_status"] == "first"
     # Re-run the real `record` task on this run (as a retry or a cleared task would): still one set of rows.
     before = _store().count_rows()

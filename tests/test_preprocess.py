@@ -100,7 +100,7 @@ def test_bins_manifest_and_classes(sample, tmp_path):
     assert (result.num_images, result.num_written, result.num_reused, result.bad) == (9, 9, 0, [])
     assert result.to_dict()["bin_path"] == str(out)
 
-    classes = sorted(p.name for p in sample.iterdir())
+    classes = sorted(p.name for p in sample.iterdir() if p.is_dir())
     images = sorted(sample.rglob("*.JPEG"))
     assert sorted(p.name for p in out.glob("*.bin")) == sorted(f"{p.stem}.bin" for p in images)
     for image in images:
@@ -224,7 +224,7 @@ def test_missing_root_empty_class_and_missing_manifest(tmp_path):
 def sample_with_bad_files(sample, tmp_path) -> tuple[Path, list[Path]]:
     root = tmp_path / "val"
     shutil.copytree(sample, root)
-    wnids = sorted(p.name for p in root.iterdir())
+    wnids = sorted(p.name for p in root.iterdir() if p.is_dir())
     good = sorted((root / wnids[0]).glob("*.JPEG"))[-1].read_bytes()
     bad = [root / wnids[0] / "truncated_1.JPEG", root / wnids[1] / "empty_2.JPEG", root / wnids[2] / "text_3.JPEG"]
     bad[0].write_bytes(good[: len(good) // 2])

@@ -46,7 +46,7 @@ def test_best_batch_size_ignores_missing():
 
 def test_render_says_random_weights_and_generated_data():
     text = render({"run_key": "r", "backend": "onnxruntime", "device": "CPU", "weights": "random-init seed=0",
-                   "random_init": True, "synthetic_data": True, "model_name": "twins_svt_large"},
+                   "random_init": True, "config": {"synthetic_data": True}, "model_name": "twins_svt_large"},
                   [{"batch_size": 1, "throughput": 5.0, "top1": 0.0, "top5": 3.1, "num_images": 32,
                     "num_missing": 0, "agreement_top1": 100.0, "agreement_max_abs_diff": 4e-6}])
     assert "random weights" in text and "generated images, not ImageNet" in text

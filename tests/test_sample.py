@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from twins_tasks import cli
 from twins_tasks.errors import InputError
-from twins_tasks.sample import make_sample
+from twins_tasks.sample import SAMPLE_MARKER, is_generated, make_sample
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_layout_and_names(tmp_path):
     paths = make_sample(tmp_path, classes=4, per_class=3, seed=1)
     assert len(paths) == 12 and paths == sorted(paths)
-    wnids = sorted(p.name for p in tmp_path.iterdir())
+    wnids = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert len(wnids) == 4 and all(re.fullmatch(r"n0\d{7}", w) for w in wnids)
     assert {p.parent.name for p in paths} == set(wnids)
     for wnid in wnids:
@@ -35,8 +36,11 @@ def test_layout_and_names(tmp_path):
     assert all(re.fullmatch(r"ILSVRC2012_val_\d{8}\.JPEG", p.name) for p in paths)
     # Numbered globally 1..N with no stem repeated across classes.
     assert sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths) == list(range(1, 13))
-    # Atomic writes leave no temp files behind.
-    assert [p for p in tmp_path.rglob("*") if p.name.startswith(".")] == []
+    # Atomic writes leave no temp files behind; the one dot file is the marker that says "generated".
+    assert [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")] == [SAMPLE_MARKER]
+    assert is_generated(tmp_path) and not is_generated(tmp_path / wnids[0])
+    marker = json.loads((tmp_path / SAMPLE_MARKER).read_text())
+    assert marker["seed"] == 1 and marker["classes"] == 4 and "NOT ImageNet" in marker["note"]
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 EXPORT_RECORD = "export.json"
 PREPROCESS_RECORD = "preprocess.json"
-SAMPLE_MARKER = ".twins-sample.json"  # written by `twins make-sample`: the data are generated, not ImageNet
 
 
 def software_versions() -> dict[str, str]:
@@ -83,6 +82,7 @@ def prepare_inputs(root_path: str | Path, cache_root: str | Path, *, limit: int 
                    workers: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
     """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
     from .preprocess import TRANSFORM_VERSION, preprocess
+    from .sample import is_generated
 
     root = Path(root_path)
     if not root.is_dir():
@@ -97,12 +97,13 @@ def prepare_inputs(root_path: str | Path, cache_root: str | Path, *, limit: int 
         record = json.loads(record_path.read_text())
         log.info("Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s "
                  "unchanged", target, record["num_images"], TRANSFORM_VERSION)
-        return {**record, "cached": True}
+        # Asked again: the marker is a dot file, outside the fingerprint that keys this cache.
+        return {**record, "synthetic_data": is_generated(root), "cached": True}
     # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
     # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
     result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
     record = {**result.to_dict(), "bin_path": str(target), "root_path": str(root.resolve()),
-              "synthetic_data": (root / SAMPLE_MARKER).is_file(),
+              "synthetic_data": is_generated(root),
               "dataset_fingerprint": fingerprint, "transform_version": TRANSFORM_VERSION, "key": key}
     write_json_atomic(record_path, record)
     return {**record, "cached": False}
@@ -251,7 +252,8 @@ def build_run(*, run_key: str, source: str, inputs: dict[str, Any], model: dict[
     """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe())."""
     config = {"model_name": model["model_name"], "weights_id": weights_id(model),
               "dataset_fingerprint": inputs["dataset_fingerprint"], "opset": model.get("opset"),
-              "backend": backend.get("backend"), "soc_version": backend.get("soc_version"), **options}
+              "backend": backend.get("backend"), "soc_version": backend.get("soc_version"),
+              "synthetic_data": bool(inputs.get("synthetic_data")), **options}
     return {"run_key": run_key, "source": source, "config_key": config_key(config), "config": config,
             "model_name": model["model_name"], "weights": model["weights"], "random_init": model["random_init"],
             "checkpoint_sha256": model.get("checkpoint_sha256"), "onnx_sha256": model.get("sha256"),
@@ -299,7 +301,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
                     started_at=started, finished_at=dt.datetime.now(dt.timezone.utc))
 
     baseline = parse_baseline_numbers(args.baseline)
-    report = render({**run, "synthetic_data": inputs.get("synthetic_data", False)}, batches, baseline=baseline,
+    report = render(run, batches, baseline=baseline,
                     baseline_label=args.baseline if isinstance(args.baseline, str) and baseline else "baseline")
     report_path = run_dir / "report.md"
     write_text_atomic(report_path, report)

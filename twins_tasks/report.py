@@ -95,7 +95,7 @@ def render(run: Mapping[str, Any], batches: Sequence[Mapping[str, Any]], *,
     if run.get("random_init"):
         parts.append("- NOTE: random weights (no trained checkpoint): accuracy is chance level; agreement with "
                      "the PyTorch reference is the meaningful number.")
-    if run.get("synthetic_data"):
+    if (run.get("config") or {}).get("synthetic_data"):
         parts.append("- NOTE: generated images, not ImageNet.")
     parts += ["", "## Performance", "", perf_table(throughput, label=label, baseline=baseline,
                                                     baseline_label=baseline_label),

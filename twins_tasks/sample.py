@@ -16,11 +16,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 GENERATED_NOTE = "generated pictures, NOT ImageNet: accuracy on them is meaningless"
+# Written beside the class folders: preprocess and the run records read it, so every report and results row
+# of a run on these pictures says they are generated. A dot file: ImageFolder listings skip it.
+SAMPLE_MARKER = ".twins-sample.json"
 # Given to the first images in round-robin order (1st of each class, then 2nd, ...) so that even a
 # 3-class sample, or `preprocess --limit 3` of it, holds the formats real ImageNet val surprises people with.
 SPECIAL_KINDS = ("gray", "cmyk", "png", "small", "portrait")
@@ -119,8 +122,15 @@ def make_sample(out: str | Path, classes: int, per_class: int, seed: int = 0, *,
             path = out / wnid / f"ILSVRC2012_val_{int(number):08d}.JPEG"
             _save(image, kind, path, image_rng)
             paths.append(path)
+    write_json_atomic(out / SAMPLE_MARKER, {"generated_by": "twins make-sample", "classes": classes,
+                                            "per_class": per_class, "seed": seed, "note": GENERATED_NOTE})
     log.info("Generated %d pictures in %d classes under %s (%s)", len(paths), classes, out, GENERATED_NOTE)
     return sorted(paths)
+
+
+def is_generated(root: str | Path) -> bool:
+    """True when ``root`` was written by ``twins make-sample`` (its marker file is there)."""
+    return (Path(root) / SAMPLE_MARKER).is_file()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

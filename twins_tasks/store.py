@@ -236,6 +236,7 @@ def _main(args: argparse.Namespace) -> int:
         best = max(run["batches"], key=lambda b: b["throughput"] or 0, default=None)
         best_text = f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
         top1 = next((b["top1"] for b in run["batches"] if b["top1"] is not None), None)
-        print(f"{run['run_key']}  {run['backend']}  {run['weights']}  {run['status']}"
+        data = "  GENERATED DATA" if (run.get("config") or {}).get("synthetic_data") else ""
+        print(f"{run['run_key']}  {run['backend']}  {run['weights']}{data}  {run['status']}"
               f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}")
     return 0
