@@ -21,7 +21,7 @@ from typing import Any
 
 from . import DEFAULT_MODEL
 from .backends import Backend, add_backend_arguments, backend_from_args
-from .cache import compile_cached, load_record
+from .cache import compile_cached, discard_incomplete, load_record, require_record
 from .errors import InputError, MissingOutputError
 from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
 
@@ -136,6 +136,7 @@ def prepare_model(cache_root: str | Path, *, model_name: str = DEFAULT_MODEL, re
         return {**record, "cached": True}
     from .export import export_onnx
 
+    discard_incomplete(target)
     with atomic_dir(target) as tmp:
         record = export_onnx(tmp / f"{model_name}.onnx", model_name=model_name, resume=resume,
                              random_init=random_init, seed=seed, opset=opset)
@@ -144,7 +145,7 @@ def prepare_model(cache_root: str | Path, *, model_name: str = DEFAULT_MODEL, re
         record.update(key=key, model_name=model_name, resume=str(resume) if resume else None,
                       random_init=bool(random_init), seed=seed, opset=opset)
         write_json_atomic(tmp / EXPORT_RECORD, record)
-    return {**record, "cached": False}
+    return {**require_record(record_path, "onnx"), "cached": False}
 
 
 def prepare_reference(cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *,
