@@ -78,3 +78,24 @@ def test_postgres_airflow_style_uri(postgres_url):
     store = ResultsStore(postgres_url.replace("postgresql://", "postgres://", 1))
     store.record_run(_run(f"r-{uuid.uuid4().hex[:6]}"), _batches((1, 1.0)))
     assert store.count_rows()[0] >= 1
+
+
+@pytest.mark.parametrize("url, says", [
+    ("bogus://x", "results database URL bogus://x is not usable"),
+    ("not a url", "results database URL (not a URL) is not usable"),
+    ("postgresql://user:s3cret@127.0.0.1:1/db", "cannot open the results database postgresql+psycopg2://user:***@"),
+])
+def test_unusable_url_is_a_clear_error_without_the_password(url, says):
+    from twins_tasks.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        ResultsStore(url)
+    assert says in str(info.value) and "s3cret" not in str(info.value)
+    assert "TWINS_RESULTS_URL" in str(info.value)
+
+
+def test_sqlite_file_in_a_missing_folder_is_a_clear_error(tmp_path):
+    from twins_tasks.errors import InputError
+
+    with pytest.raises(InputError, match=r"cannot open the results database .*missing/r\.db: unable to open"):
+        ResultsStore(f"sqlite:///{tmp_path}/missing/r.db")

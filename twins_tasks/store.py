@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine,
                         delete, select)
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,15 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _shown(url: str) -> str:
+    """The URL for messages, password hidden even when the URL does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL: show at most its scheme
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://..." if sep else "(not a URL)"
+
+
 def _parse_time(value: Any) -> Any:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
@@ -122,9 +132,21 @@ class ResultsStore:
     """Record and query validation results. The schema is created on first use."""
 
     def __init__(self, url: str | None = None) -> None:
+        from .errors import InputError
+
         self.url = _with_driver(url or default_url())
-        self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
+        where = (f"(from --results-url, ${URL_ENV} or the Airflow Connection twins_results; e.g. "
+                 f"sqlite:////abs/path/{DEFAULT_SQLITE_NAME} or postgresql://user:password@host:5432/db)")
+        try:
+            self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise InputError(f"results database URL {_shown(self.url)} is not usable: {exc} {where}") from exc
+        try:
+            Base.metadata.create_all(self.engine)
+        except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise InputError(f"cannot open the results database {self.describe()}: {reason}. Check the URL "
+                             f"{where} and that the database server is running and reachable") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def describe(self) -> str:
