@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Fix the batch size of an ONNX model and build the backend's artifact "
                                           "(atc's .om on Ascend, an optimized .onnx for ONNX Runtime).")
     add_backend_arguments(c)
-    c.add_argument("--model", required=True, help="ONNX model with a dynamic batch axis (from `twins export`)")
+    c.add_argument("--model", required=True, help="ONNX model with a dynamic batch axis (from `twins pth2onnx`)")
     c.add_argument("--batchsize", type=int, required=True, help="batch size the artifact is built for")
     c.add_argument("--output", required=True, help="folder for the artifact")
     c.add_argument("--name", default=None, help="artifact base name (default <model stem>_bs<N>, as atc --output)")

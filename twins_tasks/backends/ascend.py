@@ -523,7 +523,7 @@ class AscendBackend(Backend):
         """``atc`` the ONNX model for ``batch_size``; the artifact is ``<output_dir>/<name>[_linux_<arch>].om``."""
         model = Path(model).resolve()
         if not model.is_file():
-            raise InputError(f"ONNX model {model} not found: run `twins export` first")
+            raise InputError(f"ONNX model {model} not found: run `twins pth2onnx` first")
         batch_size = _check_batch_size(batch_size)
         self._dym_batch(batch_size)
         # A name given by the caller must be plain; the default comes from the model's own file name, which

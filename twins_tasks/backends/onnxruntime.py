@@ -203,7 +203,7 @@ class OnnxRuntimeBackend(Backend):
         batch_size = _check_batch_size(batch_size)
         model = Path(model)
         if not model.is_file():
-            raise InputError(f"ONNX model {model} does not exist: export it with `twins export`")
+            raise InputError(f"ONNX model {model} does not exist: export it with `twins pth2onnx`")
         name = name or f"{model.stem}_bs{batch_size}"
         if not _NAME_OK.match(name):
             raise InputError(f"artifact name {name!r} must be a plain file name (letters, digits, . _ + -)")
@@ -218,7 +218,7 @@ class OnnxRuntimeBackend(Backend):
         real_inputs = [i for i in graph.input if i.name not in initializers]
         if len(real_inputs) != 1 or real_inputs[0].name != INPUT_NAME:
             raise InputError(f"ONNX model {model} has inputs {[i.name for i in real_inputs]}; expected one input "
-                             f"named {INPUT_NAME!r} (export with `twins export`)")
+                             f"named {INPUT_NAME!r} (export with `twins pth2onnx`)")
         tensor_type = real_inputs[0].type.tensor_type
         if tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise InputError(f"ONNX model {model} input {INPUT_NAME!r} has element type "
