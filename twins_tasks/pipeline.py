@@ -93,20 +93,21 @@ def prepare_inputs(root_path: str | Path, cache_root: str | Path, *, limit: int 
                        "skip_bad": skip_bad})[:16]
     target = Path(cache_root) / "bins" / key
     record_path = target / PREPROCESS_RECORD
+    # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
+    # fingerprint that keys this cache.
+    synthetic = is_generated(root)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         log.info("Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s "
                  "unchanged", target, record["num_images"], TRANSFORM_VERSION)
-        # Asked again: the marker is a dot file, outside the fingerprint that keys this cache.
-        return {**record, "synthetic_data": is_generated(root), "cached": True}
+        return {**record, "synthetic_data": synthetic, "cached": True}
     # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
     # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
     result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
     record = {**result.to_dict(), "bin_path": str(target), "root_path": str(root.resolve()),
-              "synthetic_data": is_generated(root),
               "dataset_fingerprint": fingerprint, "transform_version": TRANSFORM_VERSION, "key": key}
     write_json_atomic(record_path, record)
-    return {**record, "cached": False}
+    return {**record, "synthetic_data": synthetic, "cached": False}
 
 
 def prepare_model(cache_root: str | Path, *, model_name: str = DEFAULT_MODEL, resume: str | None = None,

@@ -20,6 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
 URL_ENV = "TWINS_RESULTS_URL"
@@ -132,8 +134,6 @@ class ResultsStore:
     """Record and query validation results. The schema is created on first use."""
 
     def __init__(self, url: str | None = None) -> None:
-        from .errors import InputError
-
         self.url = _with_driver(url or default_url())
         where = (f"(from --results-url, ${URL_ENV} or the Airflow Connection twins_results; e.g. "
                  f"sqlite:////abs/path/{DEFAULT_SQLITE_NAME} or postgresql://user:password@host:5432/db)")
@@ -151,7 +151,7 @@ class ResultsStore:
 
     def describe(self) -> str:
         """The URL without its password, for logs."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return _shown(self.url)
 
     def record_run(self, run: dict[str, Any], batches: list[dict[str, Any]]) -> int:
         """Upsert a run (key ``run_key``) and its batch rows (key ``(run, batch_size)``); return the run id.
@@ -245,7 +245,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .errors import InputError
     store = ResultsStore(args.url)
     if args.run_key:
         run = store.get_run(args.run_key)
