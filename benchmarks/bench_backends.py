@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend, cpu_model_name, usable_cores  # noqa: E402
-from twins_tasks.perf import PerfResult  # noqa: E402
+from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend, cpu_model_name, usable_cores
+from twins_tasks.perf import PerfResult
 
 TARGET_BS = 4
 TARGET_RATIO = 1.8
@@ -100,10 +100,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     backend = OnnxRuntimeBackend(threads=args.threads)
-    print(f"CPU: {cpu_model_name()}, {usable_cores()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads), onnxruntime {ort.__version__} ({backend.threads} threads, {','.join(backend.providers)})")
-    print(f"Model: twins_svt_large with RANDOM weights (generated; speed only); loop {args.loop}, warmup "
-          f"{args.warmup}, {args.rounds} alternating rounds")
+    print(
+        f"CPU: {cpu_model_name()}, {usable_cores()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), onnxruntime {ort.__version__} ({backend.threads} threads, {','.join(backend.providers)})"
+    )
+    print(
+        f"Model: twins_svt_large with RANDOM weights (generated; speed only); loop {args.loop}, warmup "
+        f"{args.warmup}, {args.rounds} alternating rounds"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
         work = Path(args.workdir or tmp)
@@ -122,16 +126,32 @@ def main() -> int:
                 o = backend.perf(Path(compiled.artifact), bs, loop=args.loop, warmup=args.warmup)
                 torch_rates.append(t.throughput)
                 ort_rates.append(o.throughput)
-                print(f"  bs {bs} round {round_no}/{args.rounds}: torch {t.throughput:.2f} img/s, onnxruntime "
-                      f"{o.throughput:.2f} img/s (ratio {o.throughput / t.throughput:.2f})", flush=True)
-            ratios = [o / t for t, o in zip(torch_rates, ort_rates)]
-            rows.append((bs, median(torch_rates), median(ort_rates), median(ratios), min(ratios), diff,
-                         compiled.compile_seconds))
+                print(
+                    f"  bs {bs} round {round_no}/{args.rounds}: torch {t.throughput:.2f} img/s, onnxruntime "
+                    f"{o.throughput:.2f} img/s (ratio {o.throughput / t.throughput:.2f})",
+                    flush=True,
+                )
+            ratios = [o / t for t, o in zip(torch_rates, ort_rates, strict=False)]
+            rows.append(
+                (
+                    bs,
+                    median(torch_rates),
+                    median(ort_rates),
+                    median(ratios),
+                    min(ratios),
+                    diff,
+                    compiled.compile_seconds,
+                )
+            )
 
     print()
     print("Medians over the rounds; 'ratio' is the median of the per-round ratios, 'worst' the lowest one.")
-    print("| batch | torch eager img/s | onnxruntime img/s | ratio | worst | target | result | max abs diff | compile s |")
-    print("|------:|------------------:|------------------:|------:|------:|-------:|:------:|-------------:|----------:|")
+    print(
+        "| batch | torch eager img/s | onnxruntime img/s | ratio | worst | target | result | max abs diff | compile s |"
+    )
+    print(
+        "|------:|------------------:|------------------:|------:|------:|-------:|:------:|-------------:|----------:|"
+    )
     failed = False
     for bs, torch_rate, ort_rate, ratio, worst, diff, compile_s in rows:
         if bs == TARGET_BS:
@@ -140,8 +160,10 @@ def main() -> int:
             target, result = f">={TARGET_RATIO}x", "PASS" if ok else "FAIL"
         else:
             target, result = "-", "-"
-        print(f"| {bs:>5} | {torch_rate:>17.2f} | {ort_rate:>17.2f} | {ratio:>5.2f} | {worst:>5.2f} | {target:>6} | "
-              f"{result:^6} | {diff:>12.2e} | {compile_s:>9.1f} |")
+        print(
+            f"| {bs:>5} | {torch_rate:>17.2f} | {ort_rate:>17.2f} | {ratio:>5.2f} | {worst:>5.2f} | {target:>6} | "
+            f"{result:^6} | {diff:>12.2e} | {compile_s:>9.1f} |"
+        )
     if TARGET_BS not in batch_sizes:
         print(f"(no target check: batch size {TARGET_BS} was not measured)")
     return 1 if failed else 0

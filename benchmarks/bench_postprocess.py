@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twins_tasks.layout import output_path, write_output  # noqa: E402
-from twins_tasks.postprocess import MANIFEST_NAME, score  # noqa: E402
+from twins_tasks.layout import output_path, write_output
+from twins_tasks.postprocess import MANIFEST_NAME, score
 
 TARGET = 2000.0  # outputs/s on one core
 
@@ -58,8 +58,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_postprocess_") as tmp:
         start = time.perf_counter()
         pred, manifest, expected_hits = make_outputs(Path(tmp), args.count)
-        print(f"wrote {args.count} generated TXT outputs + manifest in {time.perf_counter() - start:.1f} s "
-              f"(random logits, not model outputs); scoring pinned to CPU {cpu}")
+        print(
+            f"wrote {args.count} generated TXT outputs + manifest in {time.perf_counter() - start:.1f} s "
+            f"(random logits, not model outputs); scoring pinned to CPU {cpu}"
+        )
         rates = []
         for _ in range(args.repeat):
             start = time.perf_counter()
@@ -71,11 +73,15 @@ def main() -> int:
     best = max(rates)
     ok = best >= TARGET
     print()
-    print(f"| {'outputs':>7} | {'outputs/s (best)':>16} | {'outputs/s (all runs)':>28} | {'target':>6} | "
-          f"{'ratio':>5} | result |")
+    print(
+        f"| {'outputs':>7} | {'outputs/s (best)':>16} | {'outputs/s (all runs)':>28} | {'target':>6} | "
+        f"{'ratio':>5} | result |"
+    )
     print(f"|{'-' * 9}|{'-' * 18}|{'-' * 30}|{'-' * 8}|{'-' * 7}|--------|")
-    print(f"| {args.count:>7} | {best:>16.0f} | {', '.join(f'{r:.0f}' for r in rates):>28} | {TARGET:>6.0f} | "
-          f"{best / TARGET:>5.2f} | {'PASS' if ok else 'FAIL':>6} |")
+    print(
+        f"| {args.count:>7} | {best:>16.0f} | {', '.join(f'{r:.0f}' for r in rates):>28} | {TARGET:>6.0f} | "
+        f"{best / TARGET:>5.2f} | {'PASS' if ok else 'FAIL':>6} |"
+    )
     return 0 if ok else 1
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from twins_tasks.preprocess import preprocess  # noqa: E402
-from twins_tasks.sample import GENERATED_NOTE, make_sample  # noqa: E402
+from twins_tasks.preprocess import preprocess
+from twins_tasks.sample import GENERATED_NOTE, make_sample
 
 TARGET_EFFICIENCY = 0.8
 
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_preprocess.") as tmp:
         root = Path(tmp) / "val"
         images = len(make_sample(root, args.classes, args.per_class, seed=0, image_size=(500, 375)))
-        print(f"{images} images of 500x375 ({GENERATED_NOTE}); {os.cpu_count()} cores; best of {args.repeat}; "
-              f"load average before: {_load()}")
+        print(
+            f"{images} images of 500x375 ({GENERATED_NOTE}); {os.cpu_count()} cores; best of {args.repeat}; "
+            f"load average before: {_load()}"
+        )
         best: dict[int, float] = {}
         outputs: dict[int, dict[str, bytes]] = {}
         for attempt in range(args.repeat):
@@ -74,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGET_EFFICIENCY * workers
         ok = ratio >= target
         failed |= not ok
-        print(f"{workers:>7} {images:>6} {best[workers]:>8.3f} {rate:>8.1f} {ratio:>6.2f} {target:>6.2f}  "
-              f"{'pass' if ok else 'FAIL'}")
+        print(
+            f"{workers:>7} {images:>6} {best[workers]:>8.3f} {rate:>8.1f} {ratio:>6.2f} {target:>6.2f}  "
+            f"{'pass' if ok else 'FAIL'}"
+        )
     return 1 if failed else 0
 
 

@@ -47,8 +47,10 @@ def postgres_url():
     try:
         admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        _unavailable(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); start it with "
-                     f"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+        _unavailable(
+            f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); start it with "
+            f"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )
     admin.autocommit = True
     name = f"twins_test_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
@@ -57,6 +59,7 @@ def postgres_url():
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         from sqlalchemy import create_engine  # noqa: F401  (engines are disposed with their stores)
+
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
@@ -68,8 +71,9 @@ def airflow_db():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return _AIRFLOW_HOME
 

@@ -20,18 +20,29 @@ import pytest
 
 from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
 from twins_tasks.backends import get_backend
-from twins_tasks.backends.ascend import (AscendBackend, ais_bench_infer_command, ais_bench_perf_command,
-                                         atc_command, cann_version_from_home, find_device, parse_npu_smi)
+from twins_tasks.backends.ascend import (
+    AscendBackend,
+    ais_bench_infer_command,
+    ais_bench_perf_command,
+    atc_command,
+    cann_version_from_home,
+    find_device,
+    parse_npu_smi,
+)
 from twins_tasks.errors import InputError, MissingOutputError, ToolError
 from twins_tasks.layout import read_output
 from twins_tasks.perf import parse_summary
 from twins_tasks.toolrun import run_tool
 
 # The recipe's commands, verbatim from shared/toolchain-contract.md.
-RECIPE_ATC = ('atc --framework=5 --model=alt_gvt_large.onnx --output=alt_gvt_large_bs${bs} --input_format=NCHW '
-              '--input_shape="input:${bs},3,224,224" --log=error --soc_version=Ascend${chip_name}')
-RECIPE_INFER = ('python -m ais_bench --model alt_gvt_large_bs${bs}.om --input bin_path/ --batchsize ${bs} '
-                '--output result --output_dirname alt_gvt_large_bs${bs} --outfmt TXT')
+RECIPE_ATC = (
+    "atc --framework=5 --model=alt_gvt_large.onnx --output=alt_gvt_large_bs${bs} --input_format=NCHW "
+    '--input_shape="input:${bs},3,224,224" --log=error --soc_version=Ascend${chip_name}'
+)
+RECIPE_INFER = (
+    "python -m ais_bench --model alt_gvt_large_bs${bs}.om --input bin_path/ --batchsize ${bs} "
+    "--output result --output_dirname alt_gvt_large_bs${bs} --outfmt TXT"
+)
 RECIPE_PERF = "python -m ais_bench --model X.om --loop 20 --batchsize ${bs}"
 
 # npu-smi info, verbatim from the contract (two 310P3 cards).
@@ -66,14 +77,19 @@ def fake(monkeypatch, tmp_path):
         options = {"cann_env": str(SET_ENV), "idle_wait_s": 0, "idle_poll_s": 0.05, **options}
         return AscendBackend(**options)
 
-    fake = SimpleNamespace(log=calls, model=make_model(tmp_path / "alt_gvt_large.onnx"),
-                           inputs=tmp_path / "bin_path", backend=backend,
-                           calls=lambda tool=None: read_log(calls, tool))
+    fake = SimpleNamespace(
+        log=calls,
+        model=make_model(tmp_path / "alt_gvt_large.onnx"),
+        inputs=tmp_path / "bin_path",
+        backend=backend,
+        calls=lambda tool=None: read_log(calls, tool),
+    )
     make_inputs(fake.inputs, 6)
     return fake
 
 
 # ---- the commands are the recipe's ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bs", [1, 4, 64])
 def test_atc_command_is_the_recipe_character_for_character(bs):
@@ -85,14 +101,15 @@ def test_atc_command_is_the_recipe_character_for_character(bs):
 
 @pytest.mark.parametrize("bs", [1, 16])
 def test_ais_bench_commands_are_the_recipe_plus_device(bs):
-    infer = ais_bench_infer_command(f"alt_gvt_large_bs{bs}.om", "bin_path/", bs, "result", f"alt_gvt_large_bs{bs}",
-                                    "TXT", device=0, python="python")
+    infer = ais_bench_infer_command(
+        f"alt_gvt_large_bs{bs}.om", "bin_path/", bs, "result", f"alt_gvt_large_bs{bs}", "TXT", device=0, python="python"
+    )
     recipe = recipe_argv(RECIPE_INFER, bs)
     # The recipe relies on ais_bench's default device 0; we always name the device we checked with npu-smi.
-    assert infer[:len(recipe)] == recipe and infer[len(recipe):] == ["--device", "0"]
+    assert infer[: len(recipe)] == recipe and infer[len(recipe) :] == ["--device", "0"]
     perf = ais_bench_perf_command("X.om", bs, loop=20, warmup=1, device=0, python="python")
     recipe = recipe_argv(RECIPE_PERF, bs)
-    assert perf[:len(recipe)] == recipe and perf[len(recipe):] == ["--device", "0"]
+    assert perf[: len(recipe)] == recipe and perf[len(recipe) :] == ["--device", "0"]
     assert ais_bench_perf_command("X.om", bs, warmup=3, device=2)[-4:] == ["--device", "2", "--warmup_count", "3"]
 
 
@@ -108,13 +125,21 @@ def test_compile_runs_the_recipe_command_with_absolute_paths(fake, tmp_path):
 
 # ---- npu-smi ---------------------------------------------------------------------------------------------
 
+
 def test_parse_npu_smi_on_the_contract_table():
     devices = parse_npu_smi(NPU_SMI_TABLE)
-    assert [(d.npu_id, d.chip_id, d.device_id, d.chip_name) for d in devices] == [(0, 0, 0, "310P3"), (1, 0, 1, "310P3")]
+    assert [(d.npu_id, d.chip_id, d.device_id, d.chip_name) for d in devices] == [
+        (0, 0, 0, "310P3"),
+        (1, 0, 1, "310P3"),
+    ]
     second = find_device(devices, 1)
     assert second.soc_version == "Ascend310P3"
-    assert (second.bus_id, second.aicore_percent, second.memory_used_mb, second.memory_total_mb) == \
-        ("0000:89:00.0", 0.0, 1070, 21534)
+    assert (second.bus_id, second.aicore_percent, second.memory_used_mb, second.memory_total_mb) == (
+        "0000:89:00.0",
+        0.0,
+        1070,
+        21534,
+    )
     assert (second.health, second.power_w, second.temp_c) == ("OK", 15.4, 43.0)
 
 
@@ -141,8 +166,10 @@ def test_parse_npu_smi_other_layouts():
 +===================+=================+======================================================+
 """
     devices = parse_npu_smi(duo)
-    assert [(d.npu_id, d.chip_id, d.device_id, d.aicore_percent, d.power_w) for d in devices] == \
-        [(1, 0, 0, 12.0, None), (1, 1, 1, 0.0, None)]
+    assert [(d.npu_id, d.chip_id, d.device_id, d.aicore_percent, d.power_w) for d in devices] == [
+        (1, 0, 0, 12.0, None),
+        (1, 1, 1, 0.0, None),
+    ]
     ascend910 = """\
 | NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|
 | Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |
@@ -185,6 +212,7 @@ def test_explicit_soc_version_needs_no_npu(fake, tmp_path):
 
 # ---- atc -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", ["", "_linux_x86_64"])
 def test_compile_finds_the_artifact_with_or_without_arch_suffix(fake, monkeypatch, tmp_path, suffix):
     monkeypatch.setenv("FAKE_ATC_SUFFIX", suffix)
@@ -220,6 +248,7 @@ def test_compile_rejects_missing_model_and_bad_batch(fake, tmp_path):
 
 
 # ---- ais_bench -------------------------------------------------------------------------------------------
+
 
 def compiled(fake, tmp_path, bs: int, **options) -> tuple[AscendBackend, Path]:
     backend = fake.backend(**options)
@@ -257,7 +286,9 @@ def test_missing_output_is_reported_not_hidden_by_an_earlier_run(fake, monkeypat
     backend, om = compiled(fake, tmp_path, 4)
     backend.infer(om, fake.inputs, 4, tmp_path / "result", "bs4", "TXT")  # complete run first
     monkeypatch.setenv("FAKE_AIS_DROP", "1")
-    with pytest.raises(MissingOutputError, match=r"1 of 6 outputs are missing .*first missing: ILSVRC2012_val_00000006"):
+    with pytest.raises(
+        MissingOutputError, match=r"1 of 6 outputs are missing .*first missing: ILSVRC2012_val_00000006"
+    ):
         fake.backend().infer(om, fake.inputs, 4, tmp_path / "result", "bs4", "TXT")
 
 
@@ -266,7 +297,9 @@ def test_infer_reads_the_summary_json_in_either_place(fake, monkeypatch, tmp_pat
     monkeypatch.setenv("FAKE_AIS_SUMMARY", style)
     backend, om = compiled(fake, tmp_path, 4)
     result = backend.infer(om, fake.inputs, 4, tmp_path / "result", "alt_gvt_large_bs4", "NPY")
-    where = tmp_path / "result" / ("alt_gvt_large_bs4_summary.json" if style == "new" else "alt_gvt_large_bs4/sumary.json")
+    where = (
+        tmp_path / "result" / ("alt_gvt_large_bs4_summary.json" if style == "new" else "alt_gvt_large_bs4/sumary.json")
+    )
     assert where.is_file()
     assert result.summary["NPU_compute_time"]["count"] == 2  # 6 inputs at batch 4: two batches
     assert result.summary["args"]["outfmt"] == "NPY"
@@ -355,11 +388,15 @@ def test_contract_summary_lines_parse(throughput):
 
 # ---- environment -------------------------------------------------------------------------------------------
 
+
 def test_missing_cann_env_says_what_to_install(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("TWINS_CANN_ENV", str(tmp_path / "nowhere" / "set_env.sh"))
     backend = AscendBackend()  # default: $TWINS_CANN_ENV
-    with pytest.raises(InputError, match=r"CANN environment script .*nowhere/set_env.sh not found: install the "
-                                         r"CANN toolkit .*TWINS_CANN_ENV / cann_env"):
+    with pytest.raises(
+        InputError,
+        match=r"CANN environment script .*nowhere/set_env.sh not found: install the "
+        r"CANN toolkit .*TWINS_CANN_ENV / cann_env",
+    ):
         backend.compile(fake.model, 1, tmp_path)
 
 
@@ -390,6 +427,7 @@ def test_cann_version_from_a_latest_link(tmp_path):
 
 
 # ---- no shell anywhere --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", ["x; rm -rf /", "bs1\n", "../escape", "a/b", "$(touch pwned)", "-rf", ".", ""])
 def test_output_dirname_must_be_a_plain_name(fake, tmp_path, bad):
@@ -423,24 +461,35 @@ def test_shell_metacharacters_in_paths_reach_the_tools_literally(fake, monkeypat
 
 # ---- options -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, value, allowed", [
-    ("precision_mode", "fp8", "force_fp16, allow_mix_precision, allow_fp32_to_fp16, must_keep_origin_dtype, force_fp32"),
-    ("op_select_implmode", "fastest", "high_precision, high_performance"),
-    ("output_type", "FP64", "FP32, FP16, UINT8, INT8"),
-])
+
+@pytest.mark.parametrize(
+    "option, value, allowed",
+    [
+        (
+            "precision_mode",
+            "fp8",
+            "force_fp16, allow_mix_precision, allow_fp32_to_fp16, must_keep_origin_dtype, force_fp32",
+        ),
+        ("op_select_implmode", "fastest", "high_precision, high_performance"),
+        ("output_type", "FP64", "FP32, FP16, UINT8, INT8"),
+    ],
+)
 def test_option_values_are_checked(option, value, allowed):
     with pytest.raises(InputError) as err:
         AscendBackend(**{option: value})
     assert str(err.value) == f"{option}={value!r} is not allowed: choose one of {allowed}"
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"dynamic_batch_size": "1,x"}, "dynamic_batch_size='1,x' must be comma-separated integers"),
-    ({"dynamic_batch_size": "0,2"}, "must be distinct integers >= 1"),
-    ({"insert_op_conf": "/nonexistent/aipp.cfg"}, "insert_op_conf /nonexistent/aipp.cfg not found"),
-    ({"soc_version": "Ascend310P3 --log=debug"}, "soc_version=.* must be 'auto' or an Ascend SoC name"),
-    ({"device": -1}, "device=-1 must be a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"dynamic_batch_size": "1,x"}, "dynamic_batch_size='1,x' must be comma-separated integers"),
+        ({"dynamic_batch_size": "0,2"}, "must be distinct integers >= 1"),
+        ({"insert_op_conf": "/nonexistent/aipp.cfg"}, "insert_op_conf /nonexistent/aipp.cfg not found"),
+        ({"soc_version": "Ascend310P3 --log=debug"}, "soc_version=.* must be 'auto' or an Ascend SoC name"),
+        ({"device": -1}, "device=-1 must be a non-negative integer"),
+    ],
+)
 def test_bad_options_are_rejected(options, match):
     with pytest.raises(InputError, match=match):
         AscendBackend(**options)
@@ -449,12 +498,21 @@ def test_bad_options_are_rejected(options, match):
 def test_options_reach_atc_and_the_cache_key(fake, tmp_path):
     aipp = tmp_path / "aipp.cfg"
     aipp.write_text("aipp_op { aipp_mode: static }\n")
-    backend = fake.backend(precision_mode="allow_mix_precision", op_select_implmode="high_performance",
-                           insert_op_conf=str(aipp), output_type="fp16", device="0")
+    backend = fake.backend(
+        precision_mode="allow_mix_precision",
+        op_select_implmode="high_performance",
+        insert_op_conf=str(aipp),
+        output_type="fp16",
+        device="0",
+    )
     backend.compile(fake.model, 1, tmp_path / "out")
     argv = fake.calls("atc")[0]["argv"]
-    assert argv[8:] == ["--precision_mode=allow_mix_precision", "--op_select_implmode=high_performance",
-                        f"--insert_op_conf={aipp}", "--output_type=FP16"]
+    assert argv[8:] == [
+        "--precision_mode=allow_mix_precision",
+        "--op_select_implmode=high_performance",
+        f"--insert_op_conf={aipp}",
+        "--output_type=FP16",
+    ]
     key = backend.options_key()
     assert key["soc_version"] == "Ascend310P3" and key["cann_version"] == "0.0.0-double"
     assert key != fake.backend().options_key()
@@ -475,6 +533,7 @@ def test_dynamic_batch_compiles_once_shape_and_runs_with_dymbatch(fake, tmp_path
 
 # ---- end to end on the doubles -----------------------------------------------------------------------------
 
+
 def expected_scores(path: Path) -> np.ndarray:
     """The ais_bench double's model, written out independently: means of 1000 slices of the image."""
     image = np.fromfile(path, dtype=np.float32)
@@ -488,8 +547,9 @@ def test_compile_infer_perf_end_to_end(fake, tmp_path):
     outputs = {}
     for bs in (1, 4):
         compiled_ = backend.compile(fake.model, bs, tmp_path / "compiled")
-        result = backend.infer(Path(compiled_.artifact), fake.inputs, bs, tmp_path / "result",
-                               f"alt_gvt_large_bs{bs}", "TXT")
+        result = backend.infer(
+            Path(compiled_.artifact), fake.inputs, bs, tmp_path / "result", f"alt_gvt_large_bs{bs}", "TXT"
+        )
         files = sorted(Path(result.output_dir).glob("*.txt"))
         assert result.num_inputs == result.num_outputs == len(files) == 6  # padding outputs not written
         assert [f.name for f in files] == [f"{p.stem}_0.txt" for p in inputs]

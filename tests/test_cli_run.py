@@ -16,9 +16,26 @@ TWINS = str(Path(sys.executable).with_name("twins"))  # the console script pip i
 
 
 def _run(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    argv = [TWINS, "run", "--root_path", str(tmp_path / "val"), "--random-init", "--batch_sizes", "1,4",
-            "--loop", "2", "--reference-images", "4", "--work_dir", str(tmp_path / "work"), "--run-name", name,
-            "--results-url", f"sqlite:///{tmp_path / 'results.db'}", *extra]
+    argv = [
+        TWINS,
+        "run",
+        "--root_path",
+        str(tmp_path / "val"),
+        "--random-init",
+        "--batch_sizes",
+        "1,4",
+        "--loop",
+        "2",
+        "--reference-images",
+        "4",
+        "--work_dir",
+        str(tmp_path / "work"),
+        "--run-name",
+        name,
+        "--results-url",
+        f"sqlite:///{tmp_path / 'results.db'}",
+        *extra,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
 
 

@@ -22,8 +22,17 @@ def _env(service):
 
 def test_services_follow_the_official_layout(compose):
     assert set(compose["services"]) == {
-        "postgres", "results-db", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-        "airflow-worker", "airflow-worker-npu", "airflow-triggerer", "airflow-init"}
+        "postgres",
+        "results-db",
+        "redis",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-worker",
+        "airflow-worker-npu",
+        "airflow-triggerer",
+        "airflow-init",
+    }
     commands = {name: s.get("command") for name, s in compose["services"].items()}
     assert commands["airflow-apiserver"] == "api-server"
     assert commands["airflow-scheduler"] == "scheduler"
@@ -61,7 +70,7 @@ def test_npu_worker_has_devices_driver_and_queue(compose):
     assert npu["build"]["target"] == "npu"
     devices = npu["devices"]
     assert {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= set(devices)
-    assert any(d.startswith("/dev/davinci") and d[len("/dev/davinci"):].isdigit() for d in devices)
+    assert any(d.startswith("/dev/davinci") and d[len("/dev/davinci") :].isdigit() for d in devices)
     mounts = {v.split(":")[0]: v for v in npu["volumes"]}
     for host_path in ("/usr/local/Ascend/driver", "/usr/local/dcmi", "/usr/local/bin/npu-smi"):
         assert host_path in mounts and mounts[host_path].endswith(":ro"), host_path

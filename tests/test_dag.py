@@ -43,8 +43,18 @@ def dag(airflow_db):
 
 def test_structure(dag):
     assert set(dag.task_ids) == {
-        "plan", "batch_sizes", "preprocess", "export", "per_batch_size.compile", "per_batch_size.infer", "per_batch_size.perf",
-        "accuracy", "record", "report", "regression_check"}
+        "plan",
+        "batch_sizes",
+        "preprocess",
+        "export",
+        "per_batch_size.compile",
+        "per_batch_size.infer",
+        "per_batch_size.perf",
+        "accuracy",
+        "record",
+        "report",
+        "regression_check",
+    }
     up = {t: set(dag.get_task(t).upstream_task_ids) for t in dag.task_ids}
     assert {"plan"} == up["preprocess"] == up["export"]
     assert "per_batch_size.compile" in up["per_batch_size.infer"]
@@ -73,7 +83,8 @@ def test_param_defaults_valid_and_bad_batch_sizes_rejected(dag):
     for bad, words in (([0], "minimum"), ([4, 4], "unique"), ([512], "maximum"), (["x"], "integer"), ([], "")):
         copy = ParamsDict({k: v for k, v in dag.params.items()})
         copy["batch_sizes"] = dag.params.get_param("batch_sizes").__class__(
-            bad, **dag.params.get_param("batch_sizes").schema)
+            bad, **dag.params.get_param("batch_sizes").schema
+        )
         with pytest.raises(ParamValidationError, match="batch_sizes") as info:
             copy.validate()
         assert words in str(info.value).lower() or not words
@@ -95,8 +106,7 @@ def dataset(tmp_path_factory):
 
 
 def _conf(dataset, **extra):
-    return {"dataset_path": str(dataset), "backend": "onnxruntime", "perf_loops": 2, "reference_images": 3,
-            **extra}
+    return {"dataset_path": str(dataset), "backend": "onnxruntime", "perf_loops": 2, "reference_images": 3, **extra}
 
 
 def _store():
@@ -108,8 +118,12 @@ def _store():
 @pytest.mark.model
 def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path):
     dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[1, 4], baseline="recipe-gpu"))
-    assert str(dr.state) .endswith("success"), states
-    assert states[("per_batch_size.perf", 1)].endswith("success") if isinstance(states[("per_batch_size.perf", 1)], str) else True
+    assert str(dr.state).endswith("success"), states
+    assert (
+        states[("per_batch_size.perf", 1)].endswith("success")
+        if isinstance(states[("per_batch_size.perf", 1)], str)
+        else True
+    )
     run = _store().get_run(dr.run_id)
     assert run["backend"] == "onnxruntime" and run["random_init"] is True
     assert [b["batch_size"] for b in run["batches"]] == [1, 4]
@@ -123,8 +137,12 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
     assert run["regression_status"] == "first"
     # Re-run the real `record` task on this run (as a retry or a cleared task would): still one set of rows.
     before = _store().count_rows()
-    proc = subprocess.run([sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "record", dr.run_id],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "record", dr.run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Recorded run {dr.run_id} (2 batch sizes)" in proc.stdout + proc.stderr
     assert _store().count_rows() == before

@@ -59,8 +59,10 @@ def _assert_same(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
 
 # ------------------------------------------------------------------------------------------ checkpoints
 
-@pytest.mark.parametrize("variant", ["plain", "model", "state_dict", "module_prefix", "model_module_prefix",
-                                     "training_checkpoint"])
+
+@pytest.mark.parametrize(
+    "variant", ["plain", "model", "state_dict", "module_prefix", "model_module_prefix", "training_checkpoint"]
+)
 def test_checkpoint_variants_load_identical_weights(tmp_path, source_state, target, variant):
     prefixed = {f"module.{k}": v for k, v in source_state.items()}
     obj = {
@@ -70,8 +72,12 @@ def test_checkpoint_variants_load_identical_weights(tmp_path, source_state, targ
         "module_prefix": prefixed,
         "model_module_prefix": {"model": prefixed},
         # What DeiT-style training scripts (Twins' main.py) save: extra entries and the argparse Namespace.
-        "training_checkpoint": {"model": source_state, "optimizer": {"state": {}}, "epoch": 299,
-                                "args": argparse.Namespace(model="alt_gvt_large", lr=5e-4)},
+        "training_checkpoint": {
+            "model": source_state,
+            "optimizer": {"state": {}},
+            "epoch": 299,
+            "args": argparse.Namespace(model="alt_gvt_large", lr=5e-4),
+        },
     }[variant]
     path = tmp_path / "ckpt.pth"
     torch.save(obj, path)
@@ -82,7 +88,8 @@ def test_checkpoint_variants_load_identical_weights(tmp_path, source_state, targ
     assert info["checkpoint_sha256"] == sha256_file(path)
     assert info["stripped_module_prefix"] == ("module_prefix" in variant)
     assert info["checkpoint_format"] == {"plain": "plain", "module_prefix": "plain", "state_dict": "state_dict"}.get(
-        variant, "model")
+        variant, "model"
+    )
 
 
 def test_missing_keys_are_named(tmp_path, source_state, target):
@@ -165,8 +172,13 @@ def test_unknown_model_name():
 def test_random_init_is_reproducible_by_seed(source_state):
     again, weights = load_model(SMALL, random_init=True, seed=7)
     _assert_same(again, source_state)
-    assert weights == {"weights": "random-init seed=7 (not trained weights)", "random_init": True, "seed": 7,
-                       "checkpoint": None, "checkpoint_sha256": None}
+    assert weights == {
+        "weights": "random-init seed=7 (not trained weights)",
+        "random_init": True,
+        "seed": 7,
+        "checkpoint": None,
+        "checkpoint_sha256": None,
+    }
     other, _ = load_model(SMALL, random_init=True, seed=8)
     assert not torch.equal(other.state_dict()["head.weight"], source_state["head.weight"])
 
@@ -175,12 +187,17 @@ def test_cli_without_weights_fails_with_message(tmp_path, run_cli, capsys):
     assert run_cli(["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--model", SMALL]) == 1
     err = capsys.readouterr().err
     assert "twins pth2onnx: error: no checkpoint given" in err and "--random-init --seed S" in err
-    assert run_cli(["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--resume", str(tmp_path / "nope.pth"),
-                    "--model", SMALL]) == 1
+    assert (
+        run_cli(
+            ["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--resume", str(tmp_path / "nope.pth"), "--model", SMALL]
+        )
+        == 1
+    )
     assert f"checkpoint {tmp_path / 'nope.pth'} does not exist" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------- export
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -201,7 +218,8 @@ def test_export_record_says_random_weights(exported):
     assert parity["top1_agreement"] == 1.0 and parity["batch"] == 2
     # Nothing half-written left beside the model.
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        [out.name, out.name + ".sha256", "twins_small.parity.json"])
+        [out.name, out.name + ".sha256", "twins_small.parity.json"]
+    )
 
 
 def test_export_graph_interface(exported):
@@ -275,6 +293,7 @@ def test_bad_export_options_rejected_before_work(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ the real model
+
 
 @pytest.mark.model
 def test_cli_exports_twins_svt_large_from_checkpoint(tmp_path, run_cli, capsys):

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from twins_tasks.errors import InputError
-from twins_tasks.layout import (find_outputs, format_txt, list_inputs, load_input, natural_key, output_path,
-                                read_output, write_output)
+from twins_tasks.layout import (
+    find_outputs,
+    format_txt,
+    list_inputs,
+    load_input,
+    natural_key,
+    output_path,
+    read_output,
+    write_output,
+)
 
 
 def test_txt_is_percent_f_single_spaces_trailing_space_newline(tmp_path: Path) -> None:
@@ -108,6 +116,9 @@ def test_find_outputs_maps_stems_for_one_output_index(tmp_path: Path) -> None:
     for name in ("img_1_0.txt", "img_2_0.npy", "img_2_1.npy", "IMG_3_0.BIN", "notes.txt", ".img_4_0.txt.tmp"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "dir_0.txt").mkdir()
-    assert find_outputs(tmp_path) == {"img_1": tmp_path / "img_1_0.txt", "img_2": tmp_path / "img_2_0.npy",
-                                      "IMG_3": tmp_path / "IMG_3_0.BIN"}
+    assert find_outputs(tmp_path) == {
+        "img_1": tmp_path / "img_1_0.txt",
+        "img_2": tmp_path / "img_2_0.npy",
+        "IMG_3": tmp_path / "IMG_3_0.BIN",
+    }
     assert find_outputs(tmp_path, index=1) == {"img_2": tmp_path / "img_2_1.npy"}

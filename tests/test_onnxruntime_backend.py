@@ -27,9 +27,16 @@ def _export(module, path: Path, input_name: str = "input", shape: tuple[int, ...
     # The recipe's TorchScript exporter is deprecated upstream; its warnings are not this test's subject.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(module.eval(), (torch.randn(*shape),), str(path), input_names=[input_name],
-                          output_names=["output"], dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module.eval(),
+            (torch.randn(*shape),),
+            str(path),
+            input_names=[input_name],
+            output_names=["output"],
+            dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
@@ -92,8 +99,9 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
 # --------------------------------------------------------------------------------------------- compile
 
 
-def test_compile_fixes_the_batch_of_input_and_output(tiny_onnx: Path, backend: OnnxRuntimeBackend,
-                                                      artifact_bs4: Path) -> None:
+def test_compile_fixes_the_batch_of_input_and_output(
+    tiny_onnx: Path, backend: OnnxRuntimeBackend, artifact_bs4: Path
+) -> None:
     assert artifact_bs4.name == "tiny_bs4.onnx"
     saved = onnx.load(str(artifact_bs4))
     assert [i.name for i in saved.graph.input] == ["input"]
@@ -113,8 +121,9 @@ def test_compile_result_and_custom_name(tiny_onnx: Path, backend: OnnxRuntimeBac
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.0, True])
-def test_compile_rejects_bad_batch_sizes(tiny_onnx: Path, backend: OnnxRuntimeBackend, tmp_path: Path,
-                                         batch_size) -> None:
+def test_compile_rejects_bad_batch_sizes(
+    tiny_onnx: Path, backend: OnnxRuntimeBackend, tmp_path: Path, batch_size
+) -> None:
     with pytest.raises(InputError, match="batch size must be an integer >= 1"):
         backend.compile(tiny_onnx, batch_size, tmp_path)
 
@@ -135,9 +144,9 @@ def test_compile_rejects_wrong_input_name_and_shape(backend: OnnxRuntimeBackend,
 
 
 @pytest.mark.parametrize("outfmt", ["TXT", "NPY", "bin"])
-def test_infer_writes_one_output_per_input_matching_the_model(tiny_onnx: Path, backend: OnnxRuntimeBackend,
-                                                             artifact_bs4: Path, tmp_path: Path,
-                                                             outfmt: str) -> None:
+def test_infer_writes_one_output_per_input_matching_the_model(
+    tiny_onnx: Path, backend: OnnxRuntimeBackend, artifact_bs4: Path, tmp_path: Path, outfmt: str
+) -> None:
     images = _write_inputs(tmp_path / "bins", 10)
     result = backend.infer(artifact_bs4, tmp_path / "bins", 4, tmp_path / "result", "tiny_bs4", outfmt=outfmt)
 
@@ -164,35 +173,44 @@ def test_infer_writes_one_output_per_input_matching_the_model(tiny_onnx: Path, b
     assert summary["throughput"] == pytest.approx(4000.0 / stats["mean"])
     assert summary["H2D_latency"]["count"] == summary["D2H_latency"]["count"] == 3
     # the padded last batch lists its 2 real inputs only
-    assert summary["filesinfo"]["2"]["infiles"] == [[str(tmp_path / "bins" / "img9.bin"),
-                                                     str(tmp_path / "bins" / "img10.bin")]]
+    assert summary["filesinfo"]["2"]["infiles"] == [
+        [str(tmp_path / "bins" / "img9.bin"), str(tmp_path / "bins" / "img10.bin")]
+    ]
     assert summary["args"]["outfmt"] == outfmt.upper() and summary["args"]["batchsize"] == 4
 
 
-def test_infer_pads_with_copies_without_disturbing_real_rows(backend: OnnxRuntimeBackend, tiny_onnx: Path,
-                                                            tmp_path: Path) -> None:
+def test_infer_pads_with_copies_without_disturbing_real_rows(
+    backend: OnnxRuntimeBackend, tiny_onnx: Path, tmp_path: Path
+) -> None:
     # batch 8 with one input: 7 padding rows, none written, the real row still equals the direct run
     artifact = Path(backend.compile(tiny_onnx, 8, tmp_path / "art").artifact)
     images = _write_inputs(tmp_path / "bins", 1)
     result = backend.infer(artifact, tmp_path / "bins", 8, tmp_path / "out", "bs8", outfmt="BIN")
     assert [p.name for p in (tmp_path / "out" / "bs8").iterdir()] == ["img1_0.bin"]
     assert result.num_outputs == 1 and result.summary["NPU_compute_time"]["count"] == 1
-    np.testing.assert_allclose(read_output(tmp_path / "out" / "bs8" / "img1_0.bin", 1000),
-                               _reference(tiny_onnx, images["img1"]), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        read_output(tmp_path / "out" / "bs8" / "img1_0.bin", 1000),
+        _reference(tiny_onnx, images["img1"]),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
-def test_infer_reads_npy_inputs(backend: OnnxRuntimeBackend, tiny_onnx: Path, artifact_bs4: Path,
-                                tmp_path: Path) -> None:
+def test_infer_reads_npy_inputs(
+    backend: OnnxRuntimeBackend, tiny_onnx: Path, artifact_bs4: Path, tmp_path: Path
+) -> None:
     image = np.random.default_rng(5).standard_normal(SHAPE, dtype=np.float32)
     (tmp_path / "in").mkdir()
     np.save(tmp_path / "in" / "pic.npy", image)
     backend.infer(artifact_bs4, tmp_path / "in", 4, tmp_path / "out", "npy_in", outfmt="TXT")
-    np.testing.assert_allclose(read_output(tmp_path / "out" / "npy_in" / "pic_0.txt", 1000),
-                               _reference(tiny_onnx, image), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(
+        read_output(tmp_path / "out" / "npy_in" / "pic_0.txt", 1000), _reference(tiny_onnx, image), atol=2e-6, rtol=1e-5
+    )
 
 
-def test_infer_names_an_input_of_the_wrong_size(backend: OnnxRuntimeBackend, artifact_bs4: Path,
-                                               tmp_path: Path) -> None:
+def test_infer_names_an_input_of_the_wrong_size(
+    backend: OnnxRuntimeBackend, artifact_bs4: Path, tmp_path: Path
+) -> None:
     _write_inputs(tmp_path / "bins", 3)
     (tmp_path / "bins" / "img2.bin").write_bytes(b"\0" * (BIN_BYTES - 4))
     with pytest.raises(InputError, match=rf"img2\.bin is {BIN_BYTES - 4} bytes, expected {BIN_BYTES}"):
@@ -205,8 +223,9 @@ def test_infer_names_an_input_of_the_wrong_size(backend: OnnxRuntimeBackend, art
         backend.infer(artifact_bs4, tmp_path / "bins", 4, tmp_path / "out", "x")
 
 
-def test_infer_rejects_a_batch_size_other_than_the_artifacts(backend: OnnxRuntimeBackend, artifact_bs4: Path,
-                                                             tiny_onnx: Path, tmp_path: Path) -> None:
+def test_infer_rejects_a_batch_size_other_than_the_artifacts(
+    backend: OnnxRuntimeBackend, artifact_bs4: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
     _write_inputs(tmp_path / "bins", 2)
     with pytest.raises(InputError, match=r"compiled for batch size 4, not 2: pass --batchsize 4"):
         backend.infer(artifact_bs4, tmp_path / "bins", 2, tmp_path / "out", "x")
@@ -214,8 +233,9 @@ def test_infer_rejects_a_batch_size_other_than_the_artifacts(backend: OnnxRuntim
         backend.infer(tiny_onnx, tmp_path / "bins", 2, tmp_path / "out", "x")
 
 
-def test_infer_rejects_bad_outfmt_and_missing_artifact(backend: OnnxRuntimeBackend, artifact_bs4: Path,
-                                                       tmp_path: Path) -> None:
+def test_infer_rejects_bad_outfmt_and_missing_artifact(
+    backend: OnnxRuntimeBackend, artifact_bs4: Path, tmp_path: Path
+) -> None:
     _write_inputs(tmp_path / "bins", 1)
     with pytest.raises(InputError, match="--outfmt 'CSV' is not one of BIN, NPY, TXT"):
         backend.infer(artifact_bs4, tmp_path / "bins", 4, tmp_path / "out", "x", outfmt="CSV")
@@ -253,8 +273,11 @@ def test_default_providers_end_with_cpu_and_unknown_ones_are_named() -> None:
     assert set(default.providers) <= set(ort.get_available_providers())
     explicit = OnnxRuntimeBackend(providers=["CPUExecutionProvider"], threads=2)
     assert explicit.providers == ["CPUExecutionProvider"] and explicit.threads == 2
-    with pytest.raises(InputError, match=r"NoSuchExecutionProvider not available .*choose from .*"
-                                         r"CPUExecutionProvider"):
+    with pytest.raises(
+        InputError,
+        match=r"NoSuchExecutionProvider not available .*choose from .*"
+        r"CPUExecutionProvider",
+    ):
         OnnxRuntimeBackend(providers=["NoSuchExecutionProvider"])
     with pytest.raises(InputError, match="--threads must be an integer >= 1"):
         OnnxRuntimeBackend(threads=0)
@@ -283,17 +306,54 @@ def _cli(argv: list[str]) -> int:
 
 
 def test_cli_compile_and_infer(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(["compile", "--backend", "onnxruntime", "--model", str(tiny_onnx), "--batchsize", "4",
-                 "--output", str(tmp_path / "om"), "--threads", "1"]) == 0
+    assert (
+        _cli(
+            [
+                "compile",
+                "--backend",
+                "onnxruntime",
+                "--model",
+                str(tiny_onnx),
+                "--batchsize",
+                "4",
+                "--output",
+                str(tmp_path / "om"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     artifact = tmp_path / "om" / "tiny_bs4.onnx"
     assert out[0].startswith(f"{artifact}  (batch size 4, compiled by onnxruntime in ")
     assert json.loads(out[-1])["artifact"] == str(artifact)
 
     _write_inputs(tmp_path / "bins", 5)
-    assert _cli(["infer", "--backend", "onnxruntime", "--model", str(artifact), "--input", str(tmp_path / "bins"),
-                 "--batchsize", "4", "--output", str(tmp_path / "result"), "--output_dirname", "tiny_bs4",
-                 "--outfmt", "txt", "--json", str(tmp_path / "infer.json")]) == 0
+    assert (
+        _cli(
+            [
+                "infer",
+                "--backend",
+                "onnxruntime",
+                "--model",
+                str(artifact),
+                "--input",
+                str(tmp_path / "bins"),
+                "--batchsize",
+                "4",
+                "--output",
+                str(tmp_path / "result"),
+                "--output_dirname",
+                "tiny_bs4",
+                "--outfmt",
+                "txt",
+                "--json",
+                str(tmp_path / "infer.json"),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(f"5 inputs -> 5 outputs in {tmp_path / 'result' / 'tiny_bs4'} (TXT)")
     assert len(list((tmp_path / "result" / "tiny_bs4").glob("img*_0.txt"))) == 5
     assert json.loads((tmp_path / "infer.json").read_text())["num_outputs"] == 5
@@ -301,11 +361,23 @@ def test_cli_compile_and_infer(tiny_onnx: Path, tmp_path: Path, capsys: pytest.C
 
 def test_cli_infer_argument_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        _cli(["infer", "--backend", "onnxruntime", "--model", "m.onnx", "--input", "bins", "--batchsize", "1",
-              "--output_dirname", "x"])
+        _cli(
+            [
+                "infer",
+                "--backend",
+                "onnxruntime",
+                "--model",
+                "m.onnx",
+                "--input",
+                "bins",
+                "--batchsize",
+                "1",
+                "--output_dirname",
+                "x",
+            ]
+        )
     assert exc.value.code == 2
     assert "--output_dirname requires --output" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        _cli(["infer", "--model", "m.onnx", "--input", "bins", "--batchsize", "1", "--output", "o",
-              "--outfmt", "csv"])
+        _cli(["infer", "--model", "m.onnx", "--input", "bins", "--batchsize", "1", "--output", "o", "--outfmt", "csv"])
     assert exc.value.code == 2

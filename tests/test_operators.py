@@ -19,23 +19,24 @@ if not os.environ.get("AIRFLOW_HOME"):
     if "airflow" in sys.modules:
         import pytest
 
-        pytest.skip("Airflow was imported before AIRFLOW_HOME pointed at a test folder (see tests/conftest.py)",
-                    allow_module_level=True)
+        pytest.skip(
+            "Airflow was imported before AIRFLOW_HOME pointed at a test folder (see tests/conftest.py)",
+            allow_module_level=True,
+        )
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="twins-airflow-test-")
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import signal
+import subprocess
+import threading
+import time
 
-import pytest  # noqa: E402
-from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
-from airflow.utils.state import DagRunState, TaskInstanceState  # noqa: E402
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.utils.state import DagRunState, TaskInstanceState
 
-from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log  # noqa: E402
-from twins_airflow.operators import CompileOperator, InferOperator, PerfOperator  # noqa: E402
-
+from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
+from twins_airflow.operators import CompileOperator, InferOperator, PerfOperator
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def dags_folder(tmp_path_factory):
     from airflow import settings
 
     folder = tmp_path_factory.mktemp("dags")
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(settings, "DAGS_FOLDER", str(folder))
@@ -64,9 +66,14 @@ def fake(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "calls.jsonl"))
     make_inputs(tmp_path / "bin_path", 6)
-    return {"model": str(make_model(tmp_path / "alt_gvt_large.onnx")), "inputs": str(tmp_path / "bin_path"),
-            "cache_dir": str(tmp_path / "cache"), "result": str(tmp_path / "result"),
-            "backend_options": {"cann_env": str(SET_ENV), "idle_wait_s": 0}, "log": tmp_path / "calls.jsonl"}
+    return {
+        "model": str(make_model(tmp_path / "alt_gvt_large.onnx")),
+        "inputs": str(tmp_path / "bin_path"),
+        "cache_dir": str(tmp_path / "cache"),
+        "result": str(tmp_path / "result"),
+        "backend_options": {"cann_env": str(SET_ENV), "idle_wait_s": 0},
+        "log": tmp_path / "calls.jsonl",
+    }
 
 
 DAG_FILE = '''\
@@ -117,7 +124,9 @@ def test_dag_test_leaves_its_sigterm_handler_behind(dags_folder, fake):
     assert signal.getsignal(signal.SIGTERM) is before  # run_dag restored it ...
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(dags_folder / "twins_test_operators_signals.py")).get_dag("twins_test_operators_signals")
+    dag = DagBag(dag_folder=str(dags_folder / "twins_test_operators_signals.py")).get_dag(
+        "twins_test_operators_signals"
+    )
     try:
         dag.test()
         assert signal.getsignal(signal.SIGTERM) is not before  # ... because dag.test() alone does not
@@ -153,13 +162,16 @@ def test_compile_infer_perf_in_a_dag_run(dags_folder, fake, capfd):
     assert perf["batch_size"] == 4 and perf["loop"] == 5 and perf["throughput"] == pytest.approx(4000 / perf["mean_ms"])
 
     # The tools' own lines are in the task log, folded under a group per tool.
-    for line in ("ATC start working now, please wait for a moment.", "ATC run success, welcome to the next use.",
-                 "::group::atc: alt_gvt_large_bs4", "::group::ais_bench: alt_gvt_large_bs4",
-                 "[INFO] -----------------Performance Summary------------------",
-                 f"throughput 1000*batchsize(4)/NPU_compute_time.mean({perf['mean_ms']}): {perf['throughput']}"):
+    for line in (
+        "ATC start working now, please wait for a moment.",
+        "ATC run success, welcome to the next use.",
+        "::group::atc: alt_gvt_large_bs4",
+        "::group::ais_bench: alt_gvt_large_bs4",
+        "[INFO] -----------------Performance Summary------------------",
+        f"throughput 1000*batchsize(4)/NPU_compute_time.mean({perf['mean_ms']}): {perf['throughput']}",
+    ):
         assert line in out, line
-    assert [call["argv"][:2] for call in read_log(fake["log"], "ais_bench")] == [
-        ["--model", compiled["artifact"]]] * 2
+    assert [call["argv"][:2] for call in read_log(fake["log"], "ais_bench")] == [["--model", compiled["artifact"]]] * 2
 
 
 def test_second_run_reuses_the_compiled_artifact(dags_folder, fake, caplog):
@@ -178,21 +190,34 @@ def test_atc_failure_fails_the_task_with_its_error_codes(dags_folder, fake, monk
     dag_run = run_dag(dags_folder, "twins_test_operators_atc_fail", {**fake, "batch_size": 1})
     out = capfd.readouterr().out
     assert dag_run.state == DagRunState.FAILED
-    assert states(dag_run) == {"compile": TaskInstanceState.FAILED, "infer": TaskInstanceState.UPSTREAM_FAILED,
-                               "perf": TaskInstanceState.UPSTREAM_FAILED}
+    assert states(dag_run) == {
+        "compile": TaskInstanceState.FAILED,
+        "infer": TaskInstanceState.UPSTREAM_FAILED,
+        "perf": TaskInstanceState.UPSTREAM_FAILED,
+    }
     assert "AirflowException: atc failed (exit 255)" in out
     assert out.count("error codes: E10001, EZ3003") == 1  # one traceback, not the same message twice
     assert "EZ3003: No supported Ops kernel and engine are found" in out
 
 
 def test_operator_execute_maps_errors(fake, monkeypatch, tmp_path):
-    missing = CompileOperator(task_id="c", backend="ascend", backend_options=fake["backend_options"],
-                              model=str(tmp_path / "missing.onnx"), batch_size=1, cache_dir=fake["cache_dir"])
+    missing = CompileOperator(
+        task_id="c",
+        backend="ascend",
+        backend_options=fake["backend_options"],
+        model=str(tmp_path / "missing.onnx"),
+        batch_size=1,
+        cache_dir=fake["cache_dir"],
+    )
     with pytest.raises(AirflowFailException, match="ONNX model .*missing.onnx not found"):  # no retries
         missing.execute({})
-    busy = PerfOperator(task_id="p", backend="ascend",
-                        backend_options={**fake["backend_options"], "soc_version": "Ascend310P3"},
-                        artifact=str(tmp_path / "x.om"), batch_size=1)
+    busy = PerfOperator(
+        task_id="p",
+        backend="ascend",
+        backend_options={**fake["backend_options"], "soc_version": "Ascend310P3"},
+        artifact=str(tmp_path / "x.om"),
+        batch_size=1,
+    )
     (tmp_path / "x.om").write_text("{}")
     monkeypatch.setenv("FAKE_NPU_AICORE", "60")
     with pytest.raises(AirflowException, match="AICore 60%.*requires an idle device") as err:
@@ -200,12 +225,15 @@ def test_operator_execute_maps_errors(fake, monkeypatch, tmp_path):
     assert not isinstance(err.value, AirflowFailException)  # a busy device may be free at the next try
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"loop": 0}, "loop=0 must be an integer >= 1"),
-    ({"loop": "many"}, "loop='many' must be an integer >= 1"),
-    ({"warmup": -1}, "warmup=-1 must be an integer >= 0"),
-    ({"batch_size": True}, "batch_size=True must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"loop": 0}, "loop=0 must be an integer >= 1"),
+        ({"loop": "many"}, "loop='many' must be an integer >= 1"),
+        ({"warmup": -1}, "warmup=-1 must be an integer >= 0"),
+        ({"batch_size": True}, "batch_size=True must be an integer >= 1"),
+    ],
+)
 def test_perf_operator_validates_literal_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PerfOperator(task_id="p", **{"artifact": "a.om", "batch_size": 1, **kwargs})
@@ -226,10 +254,15 @@ def test_backend_name_is_checked():
 
 def test_infer_operator_validates_outfmt():
     with pytest.raises(ValueError, match="outfmt='CSV' must be one of BIN, NPY, TXT"):
-        InferOperator(task_id="i", artifact="a.om", inputs="in", batch_size=1, output_root="o", output_dirname="d",
-                      outfmt="CSV")
-    assert InferOperator(task_id="ok", artifact="a.om", inputs="in", batch_size=1, output_root="o",
-                         output_dirname="d", outfmt="npy").outfmt == "npy"
+        InferOperator(
+            task_id="i", artifact="a.om", inputs="in", batch_size=1, output_root="o", output_dirname="d", outfmt="CSV"
+        )
+    assert (
+        InferOperator(
+            task_id="ok", artifact="a.om", inputs="in", batch_size=1, output_root="o", output_dirname="d", outfmt="npy"
+        ).outfmt
+        == "npy"
+    )
 
 
 def proc_stat(pid: int) -> list[str] | None:
@@ -254,14 +287,20 @@ def running_in_group(pgid: int) -> list[int]:
 
 def test_on_kill_stops_the_tool_and_its_children(fake, monkeypatch):
     monkeypatch.setenv("FAKE_ATC_SLEEP", "300")
-    op = CompileOperator(task_id="compile", backend="ascend", backend_options=fake["backend_options"],
-                         model=fake["model"], batch_size=1, cache_dir=fake["cache_dir"])
+    op = CompileOperator(
+        task_id="compile",
+        backend="ascend",
+        backend_options=fake["backend_options"],
+        model=fake["model"],
+        batch_size=1,
+        cache_dir=fake["cache_dir"],
+    )
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
             op.execute({})
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=run, daemon=True)

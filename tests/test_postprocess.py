@@ -41,7 +41,7 @@ def _labels() -> dict[str, int]:
 def _write_preds(folder: Path, fmt: str = "TXT", skip: tuple[str, ...] = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for (stem, label), rank in zip(_labels().items(), RANKS):
+    for (stem, label), rank in zip(_labels().items(), RANKS, strict=False):
         if stem not in skip:
             write_output(output_path(folder, stem, 0, fmt), _logits(label, rank, rng), fmt)
     return folder
@@ -61,8 +61,16 @@ def _manifest(path: Path, extra_rows: list[dict[str, str]] = ()) -> Path:
         writer = csv.DictWriter(fh, fieldnames=["stem", "source", "label", "wnid", "status", "reason"])
         writer.writeheader()
         for stem, label in _labels().items():
-            writer.writerow({"stem": stem, "source": f"val/{WNIDS[label]}/{stem}.JPEG", "label": label,
-                             "wnid": WNIDS[label], "status": "ok", "reason": ""})
+            writer.writerow(
+                {
+                    "stem": stem,
+                    "source": f"val/{WNIDS[label]}/{stem}.JPEG",
+                    "label": label,
+                    "wnid": WNIDS[label],
+                    "status": "ok",
+                    "reason": "",
+                }
+            )
         writer.writerows(extra_rows)
     return path
 
@@ -73,8 +81,10 @@ def test_exact_top1_top5_for_every_format(tmp_path: Path, fmt: str) -> None:
     assert (result.n_total, result.n_scored, result.correct1, result.correct5) == (10, 10, 7, 9)
     assert (result.top1, result.top5) == (70.0, 90.0)
     assert result.complete and not result.missing and not result.unreadable
-    assert result.report_lines() == ["Accuracy of the network on the 10 val images: 70.0%",
-                                     "Top-5 accuracy of the network on the 10 val images: 90.0%"]
+    assert result.report_lines() == [
+        "Accuracy of the network on the 10 val images: 70.0%",
+        "Top-5 accuracy of the network on the 10 val images: 90.0%",
+    ]
 
 
 def test_missing_and_unreadable_outputs_count_as_wrong_and_are_named(tmp_path: Path) -> None:
@@ -98,29 +108,44 @@ def test_missing_and_unreadable_outputs_count_as_wrong_and_are_named(tmp_path: P
     lines = result.report_lines()
     assert lines[0] == "Accuracy of the network on the 10 val images: 20.0%"
     assert lines[2] == (f"Missing outputs (counted as wrong): 2: {_stem(1)}, {_stem(2)}")
-    assert lines[3].startswith(f"Unreadable outputs (counted as wrong): 3: {_stem(3)} ({_stem(3)}_0.txt: "
-                               f"expected 1000 values, found 3); {_stem(4)} ({_stem(4)}_0.txt: ")
+    assert lines[3].startswith(
+        f"Unreadable outputs (counted as wrong): 3: {_stem(3)} ({_stem(3)}_0.txt: "
+        f"expected 1000 values, found 3); {_stem(4)} ({_stem(4)}_0.txt: "
+    )
     assert lines[4] == "Outputs without a label (ignored): 1: extra_image"
 
 
 def test_manifest_file_or_bin_folder_and_skipped_rows(tmp_path: Path) -> None:
     pred = _write_preds(tmp_path / "pred")
-    skipped = {"stem": "ILSVRC2012_val_00000099", "source": "val/n01440764/ILSVRC2012_val_00000099.JPEG",
-               "label": "0", "wnid": "n01440764", "status": "skipped", "reason": "cannot identify image file"}
+    skipped = {
+        "stem": "ILSVRC2012_val_00000099",
+        "source": "val/n01440764/ILSVRC2012_val_00000099.JPEG",
+        "label": "0",
+        "wnid": "n01440764",
+        "status": "skipped",
+        "reason": "cannot identify image file",
+    }
     manifest = _manifest(tmp_path / "bins" / MANIFEST_NAME, [skipped])
     for where in (manifest, manifest.parent):
         result = score(pred, where)
         assert (result.n_total, result.correct1, result.correct5) == (10, 7, 9)  # skipped row not counted
         assert result.skipped == [("ILSVRC2012_val_00000099", "cannot identify image file")]
         assert result.labels_source == str(manifest)
-    assert result.report_lines()[2] == ("Skipped by preprocess (not in the 10 images): 1: "
-                                        "ILSVRC2012_val_00000099 (cannot identify image file)")
+    assert result.report_lines()[2] == (
+        "Skipped by preprocess (not in the 10 images): 1: ILSVRC2012_val_00000099 (cannot identify image file)"
+    )
 
 
 def test_val_folder_labels_follow_sorted_class_folders(tmp_path: Path) -> None:
     root = tmp_path / "val"
-    for rel in ("n02/b.JPEG", "n01/a.x.jpeg", "n10/c.png", "n03/sub/d.webp", "n03/notes.txt",
-                ".ipynb_checkpoints/e.jpg"):
+    for rel in (
+        "n02/b.JPEG",
+        "n01/a.x.jpeg",
+        "n10/c.png",
+        "n03/sub/d.webp",
+        "n03/notes.txt",
+        ".ipynb_checkpoints/e.jpg",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
     # hidden folders are no class; stems end at the first dot, as preprocess names the bins
@@ -158,10 +183,13 @@ def _cli(argv: list[str]) -> int:
 def test_cli_prints_the_reference_line_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pred = _write_preds(tmp_path / "pred")
     val = _val_folder(tmp_path / "val")
-    assert _cli(["postprocess", "--pred", str(pred), "--input_path", str(val),
-                 "--json", str(tmp_path / "acc.json")]) == 0
-    assert capsys.readouterr().out.splitlines() == ["Accuracy of the network on the 10 val images: 70.0%",
-                                                    "Top-5 accuracy of the network on the 10 val images: 90.0%"]
+    assert (
+        _cli(["postprocess", "--pred", str(pred), "--input_path", str(val), "--json", str(tmp_path / "acc.json")]) == 0
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        "Accuracy of the network on the 10 val images: 70.0%",
+        "Top-5 accuracy of the network on the 10 val images: 90.0%",
+    ]
     record = json.loads((tmp_path / "acc.json").read_text())
     assert record["top1"] == 70.0 and record["n_total"] == 10 and record["complete"] is True
 
@@ -174,5 +202,9 @@ def test_cli_exit_codes_with_missing_outputs(tmp_path: Path, capsys: pytest.Capt
     assert _cli(["postprocess", "--pred", str(pred), "--input_path", str(val), "--strict"]) == 1
     assert "--strict: 1 missing and 0 unreadable outputs" in capsys.readouterr().err
     (pred.parent / "complete").mkdir()
-    assert _cli(["postprocess", "--pred", str(_write_preds(pred.parent / "complete")), "--input_path", str(val),
-                 "--strict"]) == 0
+    assert (
+        _cli(
+            ["postprocess", "--pred", str(_write_preds(pred.parent / "complete")), "--input_path", str(val), "--strict"]
+        )
+        == 0
+    )

@@ -11,8 +11,15 @@ from PIL import Image
 
 from twins_tasks import BIN_BYTES, MEAN, STD, cli
 from twins_tasks.errors import InputError
-from twins_tasks.preprocess import (CLASSES_NAME, MANIFEST_NAME, list_dataset, preprocess, read_classes,
-                                    read_manifest, transform_image)
+from twins_tasks.preprocess import (
+    CLASSES_NAME,
+    MANIFEST_NAME,
+    list_dataset,
+    preprocess,
+    read_classes,
+    read_manifest,
+    transform_image,
+)
 from twins_tasks.sample import make_sample, synthetic_photo
 
 
@@ -28,12 +35,15 @@ def sample(tmp_path_factory) -> Path:
 def torchvision_transform():
     """The reference recipe's transform, straight from torchvision."""
     from torchvision import transforms
-    return transforms.Compose([
-        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(224),
-        transforms.ToTensor(),
-        transforms.Normalize(mean=MEAN, std=STD),
-    ])
+
+    return transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=MEAN, std=STD),
+        ]
+    )
 
 
 @pytest.fixture
@@ -54,6 +64,7 @@ def _bins(folder: Path) -> dict[str, bytes]:
 
 # ------------------------------------------------------------------------------------------ the transform
 
+
 def test_transform_equals_torchvision_on_every_kind_of_sample(sample, torchvision_transform):
     seen = set()
     for path in sorted(sample.rglob("*.JPEG")):
@@ -64,21 +75,23 @@ def test_transform_equals_torchvision_on_every_kind_of_sample(sample, torchvisio
             seen.update({"portrait"} if h > w else set())
         ours = transform_image(path)
         assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
-        np.testing.assert_allclose(ours, _reference(torchvision_transform, path), rtol=0, atol=1e-5,
-                                   err_msg=str(path))
+        np.testing.assert_allclose(ours, _reference(torchvision_transform, path), rtol=0, atol=1e-5, err_msg=str(path))
     assert {"L", "CMYK", "PNG", "RGB", "small", "portrait"} <= seen
 
 
-@pytest.mark.parametrize("size", [
-    (522, 512),   # long side 261: crop offset 18.5, torchvision rounds half to even (18)
-    (512, 534),   # portrait, offset 21.5 -> 22
-    (256, 256),   # already the size: no resize at all
-    (257, 256),
-    (300, 100),   # upscaled 2.56x, wide: int() truncation of the long side (768)
-    (131, 397),   # upscaled, tall, odd sides
-    (600, 599),
-    (333, 250),   # long side 340.99: truncated to 340, not rounded
-])
+@pytest.mark.parametrize(
+    "size",
+    [
+        (522, 512),  # long side 261: crop offset 18.5, torchvision rounds half to even (18)
+        (512, 534),  # portrait, offset 21.5 -> 22
+        (256, 256),  # already the size: no resize at all
+        (257, 256),
+        (300, 100),  # upscaled 2.56x, wide: int() truncation of the long side (768)
+        (131, 397),  # upscaled, tall, odd sides
+        (600, 599),
+        (333, 250),  # long side 340.99: truncated to 340, not rounded
+    ],
+)
 def test_transform_equals_torchvision_on_awkward_sizes(tmp_path, torchvision_transform, size):
     path = tmp_path / "x.JPEG"
     synthetic_photo(*size, seed=sum(size)).save(path, "JPEG", quality=90)
@@ -94,6 +107,7 @@ def test_transform_is_not_trivial(sample):
 
 # ------------------------------------------------------------------------------------------ outputs
 
+
 def test_bins_manifest_and_classes(sample, tmp_path):
     out = tmp_path / "bins"
     result = preprocess(sample, out, workers=1)
@@ -107,8 +121,7 @@ def test_bins_manifest_and_classes(sample, tmp_path):
         data = out / f"{image.stem}.bin"
         assert data.stat().st_size == BIN_BYTES == 602_112
         # Raw float32 CHW, no header: exactly transform_image's array.
-        np.testing.assert_array_equal(np.fromfile(data, dtype=np.float32).reshape(3, 224, 224),
-                                      transform_image(image))
+        np.testing.assert_array_equal(np.fromfile(data, dtype=np.float32).reshape(3, 224, 224), transform_image(image))
 
     assert (out / CLASSES_NAME).read_text().splitlines() == classes == read_classes(out)
     rows = read_manifest(out)
@@ -189,8 +202,11 @@ def test_dataset_listing_rules(tmp_path):
     (root / "README.JPEG").write_bytes(b"outside any class folder: ignored")
     classes, items = list_dataset(root)
     assert classes == ["n01000000", "n02000000"]
-    assert [(i.stem, i.label, i.wnid) for i in items] == [("a", 0, "n01000000"), ("b", 0, "n01000000"),
-                                                         ("c", 1, "n02000000")]
+    assert [(i.stem, i.label, i.wnid) for i in items] == [
+        ("a", 0, "n01000000"),
+        ("b", 0, "n01000000"),
+        ("c", 1, "n02000000"),
+    ]
 
 
 def test_duplicate_stems_are_an_error(tmp_path):
@@ -219,6 +235,7 @@ def test_missing_root_empty_class_and_missing_manifest(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ bad images
+
 
 @pytest.fixture
 def sample_with_bad_files(sample, tmp_path) -> tuple[Path, list[Path]]:

@@ -51,7 +51,7 @@ def reference(bins, tmp_path_factory) -> tuple[Path, dict]:
 
 def _predictions(folder: Path, stems: list[str], logits: np.ndarray, outfmt: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for stem, row in zip(stems, logits):
+    for stem, row in zip(stems, logits, strict=False):
         write_output(output_path(folder, stem, 0, outfmt), row.reshape(1, -1), outfmt)
     return folder
 
@@ -161,8 +161,25 @@ def test_cli_reference_and_compare(tmp_path, bins, reference, run_cli, capsys):
     stems, logits, _ = load_reference(out)
     # The CLI writes its own reference (2 images) with the same weights: equal to the fixture's first rows.
     cli_ref = tmp_path / "cli_ref.npz"
-    assert run_cli(["reference", "--bin_path", str(bins), "--output", str(cli_ref), "--model", SMALL,
-                    "--random-init", "--seed", "0", "--limit", "2"]) == 0
+    assert (
+        run_cli(
+            [
+                "reference",
+                "--bin_path",
+                str(bins),
+                "--output",
+                str(cli_ref),
+                "--model",
+                SMALL,
+                "--random-init",
+                "--seed",
+                "0",
+                "--limit",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "for 2 images (img_1 .. img_2)" in printed and "Weights: random-init seed=0 (not trained weights)" in printed
     cli_stems, cli_logits, _ = load_reference(cli_ref)
@@ -178,8 +195,10 @@ def test_cli_reference_and_compare(tmp_path, bins, reference, run_cli, capsys):
     assert "Reference weights: random-init seed=0 (not trained weights)" in printed
     assert json.loads(json_path.read_text())["num_missing"] == 1
 
-    assert run_cli(["compare", "--reference", str(out), "--pred", str(pred), "--atol", "0",
-                    "--min-top1-agreement", "1"]) == 0
+    assert (
+        run_cli(["compare", "--reference", str(out), "--pred", str(pred), "--atol", "0", "--min-top1-agreement", "1"])
+        == 0
+    )
     capsys.readouterr()
     np.roll(logits[0], 3).reshape(1, -1).astype(np.float32).tofile(pred / "img_1_0.bin")
     (pred / "img_1_0.txt").unlink()

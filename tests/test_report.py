@@ -10,8 +10,12 @@ from twins_tasks.report import BASELINE_PRESETS, best_batch_size, parse_baseline
 
 
 def test_perf_table_with_baseline_and_ratio():
-    table = perf_table({1: 9.5, 4: 10.5, 8: 10.6}, label="onnxruntime", baseline={1: 62.0, 4: 77.0, 8: 79.5},
-                       baseline_label="recipe-gpu")
+    table = perf_table(
+        {1: 9.5, 4: 10.5, 8: 10.6},
+        label="onnxruntime",
+        baseline={1: 62.0, 4: 77.0, 8: 79.5},
+        baseline_label="recipe-gpu",
+    )
     lines = table.splitlines()
     assert lines[0] == "| throughput (img/s) | bs1 | bs4 | bs8 |"
     assert lines[2] == "| onnxruntime | 9.5 | 10.5 | 10.6 |"
@@ -45,17 +49,38 @@ def test_best_batch_size_ignores_missing():
 
 
 def test_render_says_random_weights_and_generated_data():
-    text = render({"run_key": "r", "backend": "onnxruntime", "device": "CPU", "weights": "random-init seed=0",
-                   "random_init": True, "config": {"synthetic_data": True}, "model_name": "twins_svt_large"},
-                  [{"batch_size": 1, "throughput": 5.0, "top1": 0.0, "top5": 3.1, "num_images": 32,
-                    "num_missing": 0, "agreement_top1": 100.0, "agreement_max_abs_diff": 4e-6}])
+    text = render(
+        {
+            "run_key": "r",
+            "backend": "onnxruntime",
+            "device": "CPU",
+            "weights": "random-init seed=0",
+            "random_init": True,
+            "config": {"synthetic_data": True},
+            "model_name": "twins_svt_large",
+        },
+        [
+            {
+                "batch_size": 1,
+                "throughput": 5.0,
+                "top1": 0.0,
+                "top5": 3.1,
+                "num_images": 32,
+                "num_missing": 0,
+                "agreement_top1": 100.0,
+                "agreement_max_abs_diff": 4e-6,
+            }
+        ],
+    )
     assert "random weights" in text and "generated images, not ImageNet" in text
     assert "| 1 | 0.0 | 3.1 | 32 | 0 | 100.0 | 4.00e-06 |" in text
 
 
 def test_regression_compare():
-    previous = [{"batch_size": 1, "top1": 83.7, "throughput": 100.0},
-                {"batch_size": 4, "top1": 83.7, "throughput": 120.0}]
+    previous = [
+        {"batch_size": 1, "top1": 83.7, "throughput": 100.0},
+        {"batch_size": 4, "top1": 83.7, "throughput": 120.0},
+    ]
     same = [{"batch_size": 1, "top1": 83.6, "throughput": 95.0}, {"batch_size": 4, "top1": 83.7, "throughput": 121.0}]
     regressions, notes = compare(same, previous, Thresholds())
     assert regressions == [] and len(notes) == 4

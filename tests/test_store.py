@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 
 import pytest
@@ -12,14 +11,24 @@ from twins_tasks.store import ResultsStore, default_url
 
 
 def _run(run_key: str, config_key: str = "cfg", **extra):
-    return {"run_key": run_key, "config_key": config_key, "model_name": "twins_svt_large",
-            "weights": "random-init seed=0", "random_init": True, "backend": "onnxruntime",
-            "device": "CPU", "started_at": dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.timezone.utc), **extra}
+    return {
+        "run_key": run_key,
+        "config_key": config_key,
+        "model_name": "twins_svt_large",
+        "weights": "random-init seed=0",
+        "random_init": True,
+        "backend": "onnxruntime",
+        "device": "CPU",
+        "started_at": dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.UTC),
+        **extra,
+    }
 
 
 def _batches(*pairs):
-    return [{"batch_size": bs, "throughput": tp, "top1": 0.1, "top5": 0.5, "latency_mean_ms": 1000 * bs / tp}
-            for bs, tp in pairs]
+    return [
+        {"batch_size": bs, "throughput": tp, "top1": 0.1, "top5": 0.5, "latency_mean_ms": 1000 * bs / tp}
+        for bs, tp in pairs
+    ]
 
 
 def _exercise(store: ResultsStore) -> None:
@@ -80,11 +89,14 @@ def test_postgres_airflow_style_uri(postgres_url):
     assert store.count_rows()[0] >= 1
 
 
-@pytest.mark.parametrize("url, says", [
-    ("bogus://x", "results database URL bogus://x is not usable"),
-    ("not a url", "results database URL (not a URL) is not usable"),
-    ("postgresql://user:s3cret@127.0.0.1:1/db", "cannot open the results database postgresql+psycopg2://user:***@"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("bogus://x", "results database URL bogus://x is not usable"),
+        ("not a url", "results database URL (not a URL) is not usable"),
+        ("postgresql://user:s3cret@127.0.0.1:1/db", "cannot open the results database postgresql+psycopg2://user:***@"),
+    ],
+)
 def test_unusable_url_is_a_clear_error_without_the_password(url, says):
     from twins_tasks.errors import InputError
 

@@ -54,18 +54,27 @@ def require_record(record_path: Path, file_key: str) -> dict[str, Any]:
     """The record of an entry just built (or built by a concurrent run that won the rename)."""
     record = load_record(record_path, file_key)
     if record is None:
-        raise MissingOutputError(f"cache entry {record_path.parent} is incomplete right after it was built: "
-                                 f"check the disk (space, permissions), remove the folder and retry")
+        raise MissingOutputError(
+            f"cache entry {record_path.parent} is incomplete right after it was built: "
+            f"check the disk (space, permissions), remove the folder and retry"
+        )
     return record
 
 
 def compile_key(backend: Backend, model: Path, batch_size: int) -> str:
-    return sha256_json({"model_sha256": cached_sha256(model), "batch_size": batch_size, "backend": backend.name,
-                        "options": backend.options_key()})[:16]
+    return sha256_json(
+        {
+            "model_sha256": cached_sha256(model),
+            "batch_size": batch_size,
+            "backend": backend.name,
+            "options": backend.options_key(),
+        }
+    )[:16]
 
 
-def compile_cached(backend: Backend, model: str | Path, batch_size: int, cache_root: str | Path,
-                   *, name: str | None = None) -> dict[str, Any]:
+def compile_cached(
+    backend: Backend, model: str | Path, batch_size: int, cache_root: str | Path, *, name: str | None = None
+) -> dict[str, Any]:
     """Compile ``model`` for ``batch_size`` unless an artifact with the same key exists; return its record.
 
     The record is ``CompileResult.to_dict()`` plus ``key`` and ``cached`` (True when reused).
@@ -76,9 +85,14 @@ def compile_cached(backend: Backend, model: str | Path, batch_size: int, cache_r
     record_path = target / COMPILE_RECORD
     record = load_record(record_path, "artifact")
     if record is not None:
-        log.info("Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
-                 "compiled in %.1f s originally)", record["artifact"], batch_size, backend.name,
-                 record["compile_seconds"])
+        log.info(
+            "Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
+            "compiled in %.1f s originally)",
+            record["artifact"],
+            batch_size,
+            backend.name,
+            record["compile_seconds"],
+        )
         return {**record, "cached": True}
     discard_incomplete(target)
     with atomic_dir(target) as tmp:

@@ -11,8 +11,7 @@ from . import __version__
 from .errors import TwinsError
 
 # Each module registers its own subcommand(s); imported lazily so `twins --help` stays fast.
-STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "pipeline",
-                "store")
+STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "pipeline", "store")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         return int(args.func(args) or 0)
     except TwinsError as exc:

@@ -39,6 +39,7 @@ _LIST = 10  # how many key names an error message lists per kind
 
 # --------------------------------------------------------------------------------------------- model
 
+
 def build_model(model_name: str = DEFAULT_MODEL) -> torch.nn.Module:
     """timm ``model_name`` with 1000 classes, no pretrained download, eval mode, fused attention off.
 
@@ -50,20 +51,24 @@ def build_model(model_name: str = DEFAULT_MODEL) -> torch.nn.Module:
 
     if not timm.is_model(model_name):
         close = timm.list_models("twins*")
-        raise InputError(f"unknown timm model {model_name!r}: the recipe's model is {DEFAULT_MODEL!r} "
-                         f"(Twins alt_gvt_large); Twins variants in this timm: {', '.join(close)}")
+        raise InputError(
+            f"unknown timm model {model_name!r}: the recipe's model is {DEFAULT_MODEL!r} "
+            f"(Twins alt_gvt_large); Twins variants in this timm: {', '.join(close)}"
+        )
     model = timm.create_model(model_name, pretrained=False, num_classes=NUM_CLASSES)
     for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+            setattr(module, "fused_attn", False)  # noqa: B010  (nn.Module typing forbids plain assignment)
     return model.eval()
 
 
 def _state_dict_of(obj: Any, path: Path) -> tuple[dict[str, Any], str]:
     """The state dict inside a loaded checkpoint and where it was (plain, ``model``, ``state_dict``)."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict: "
-                              "pass a file saved with torch.save(model.state_dict(), ...)")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(obj).__name__}, not a state dict: "
+            "pass a file saved with torch.save(model.state_dict(), ...)"
+        )
     for key in ("model", "state_dict"):
         inner = obj.get(key)
         if isinstance(inner, Mapping):
@@ -100,8 +105,10 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist: pass --resume the .pth file of the weights "
-                              "(e.g. alt_gvt_large.pth), or --random-init --seed S for an untrained model")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist: pass --resume the .pth file of the weights "
+            "(e.g. alt_gvt_large.pth), or --random-init --seed S for an untrained model"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file: pass --resume the .pth file itself")
     try:
@@ -110,9 +117,11 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals([_argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file (UnpicklingError, KeyError, RuntimeError)
-        raise CheckpointError(f"checkpoint {path} is not a loadable PyTorch checkpoint ({_short_error(exc)}): "
-                              "pass the .pth written by torch.save; a checkpoint holding other Python objects "
-                              "must be re-saved as its state dict only") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is not a loadable PyTorch checkpoint ({_short_error(exc)}): "
+            "pass the .pth written by torch.save; a checkpoint holding other Python objects "
+            "must be re-saved as its state dict only"
+        ) from exc
 
     state, where = _state_dict_of(obj, path)
     prefixed = sum(1 for k in state if isinstance(k, str) and k.startswith("module."))
@@ -120,51 +129,83 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
         state = {(k.removeprefix("module.") if isinstance(k, str) else k): v for k, v in state.items()}
     not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
-        raise CheckpointError(f"checkpoint {path} ({where}) is not a state dict: "
-                              f"{_listing('entries are not tensors', not_tensors)}; pass a file saved with "
-                              "torch.save(model.state_dict(), ...) or {'model': state_dict}")
+        raise CheckpointError(
+            f"checkpoint {path} ({where}) is not a state dict: "
+            f"{_listing('entries are not tensors', not_tensors)}; pass a file saved with "
+            "torch.save(model.state_dict(), ...) or {'model': state_dict}"
+        )
 
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                        for k in expected if k in state and state[k].shape != expected[k].shape)
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    )
     if missing or unexpected or mismatched:
         model_name = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
-        problems = [_listing(title, keys) for title, keys in
-                    (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-                    if keys]
-        raise CheckpointError(f"checkpoint {path} does not fit model {model_name!r} "
-                              f"({len(state)} tensors in the checkpoint, {len(expected)} in the model): "
-                              + "; ".join(problems)
-                              + ". Is --model right for this checkpoint (alt_gvt_large = twins_svt_large), "
-                                "and is this the right file?")
+        problems = [
+            _listing(title, keys)
+            for title, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit model {model_name!r} "
+            f"({len(state)} tensors in the checkpoint, {len(expected)} in the model): "
+            + "; ".join(problems)
+            + ". Is --model right for this checkpoint (alt_gvt_large = twins_svt_large), "
+            "and is this the right file?"
+        )
     model.load_state_dict(state, strict=True)
-    return {"checkpoint": str(path), "checkpoint_sha256": cached_sha256(path), "checkpoint_format": where,
-            "stripped_module_prefix": bool(prefixed), "num_tensors": len(state)}
+    return {
+        "checkpoint": str(path),
+        "checkpoint_sha256": cached_sha256(path),
+        "checkpoint_format": where,
+        "stripped_module_prefix": bool(prefixed),
+        "num_tensors": len(state),
+    }
 
 
-def describe_weights(*, resume: str | Path | None, random_init: bool, seed: int | None,
-                     checkpoint_sha256: str | None = None) -> dict[str, Any]:
+def describe_weights(
+    *, resume: str | Path | None, random_init: bool, seed: int | None, checkpoint_sha256: str | None = None
+) -> dict[str, Any]:
     """The weights record every output carries, so nobody mistakes random weights for trained ones."""
     if random_init:
-        return {"weights": f"random-init seed={seed} (not trained weights)", "random_init": True, "seed": seed,
-                "checkpoint": None, "checkpoint_sha256": None}
-    return {"weights": f"checkpoint {resume} sha256={checkpoint_sha256}", "random_init": False, "seed": None,
-            "checkpoint": str(resume), "checkpoint_sha256": checkpoint_sha256}
+        return {
+            "weights": f"random-init seed={seed} (not trained weights)",
+            "random_init": True,
+            "seed": seed,
+            "checkpoint": None,
+            "checkpoint_sha256": None,
+        }
+    return {
+        "weights": f"checkpoint {resume} sha256={checkpoint_sha256}",
+        "random_init": False,
+        "seed": None,
+        "checkpoint": str(resume),
+        "checkpoint_sha256": checkpoint_sha256,
+    }
 
 
 def check_weights_choice(resume: str | Path | None, random_init: bool) -> None:
     """Exactly one of a checkpoint or an explicit random init."""
     if resume is None and not random_init:
-        raise InputError("no checkpoint given: pass --resume CHECKPOINT.pth (e.g. alt_gvt_large.pth), or "
-                         "--random-init --seed S to use untrained random weights on purpose")
+        raise InputError(
+            "no checkpoint given: pass --resume CHECKPOINT.pth (e.g. alt_gvt_large.pth), or "
+            "--random-init --seed S to use untrained random weights on purpose"
+        )
     if resume is not None and random_init:
         raise InputError(f"both a checkpoint ({resume}) and --random-init given: choose one")
 
 
-def load_model(model_name: str = DEFAULT_MODEL, resume: str | Path | None = None, random_init: bool = False,
-               seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(
+    model_name: str = DEFAULT_MODEL, resume: str | Path | None = None, random_init: bool = False, seed: int = 0
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build ``model_name`` and give it weights; return ``(model, weights record)``.
 
     Random init seeds torch before the model is created, so the same seed gives the same weights.
@@ -183,16 +224,23 @@ def load_model(model_name: str = DEFAULT_MODEL, resume: str | Path | None = None
         model = build_model(model_name)
         log.info("Loading checkpoint %s", resume)
         loaded = load_checkpoint(model, Path(resume))  # type: ignore[arg-type]
-        weights = describe_weights(resume=resume, random_init=False, seed=None,
-                                   checkpoint_sha256=loaded["checkpoint_sha256"])
+        weights = describe_weights(
+            resume=resume, random_init=False, seed=None, checkpoint_sha256=loaded["checkpoint_sha256"]
+        )
         weights["checkpoint_format"] = loaded["checkpoint_format"]
     num_params = sum(p.numel() for p in model.parameters())
-    log.info("Model %s ready in %.1f s: %s parameters, weights: %s", model_name, time.perf_counter() - start,
-             f"{num_params:,}", weights["weights"])
+    log.info(
+        "Model %s ready in %.1f s: %s parameters, weights: %s",
+        model_name,
+        time.perf_counter() - start,
+        f"{num_params:,}",
+        weights["weights"],
+    )
     return model, weights
 
 
 # -------------------------------------------------------------------------------------------- export
+
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
@@ -218,8 +266,12 @@ def _versions() -> dict[str, str]:
     import timm
     import torch
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def parity_path(output: str | Path) -> Path:
@@ -228,8 +280,15 @@ def parity_path(output: str | Path) -> Path:
     return output.with_name(output.stem + ".parity.json")
 
 
-def check_parity(onnx_path: Path, model: torch.nn.Module, *, batch: int = 2, seed: int = 1234,
-                 atol: float = 1e-3, min_top1_agreement: float = 1.0) -> dict[str, Any]:
+def check_parity(
+    onnx_path: Path,
+    model: torch.nn.Module,
+    *,
+    batch: int = 2,
+    seed: int = 1234,
+    atol: float = 1e-3,
+    min_top1_agreement: float = 1.0,
+) -> dict[str, Any]:
     """ONNX Runtime (CPU) vs PyTorch on ``batch`` seeded random images; return numbers and failures.
 
     Also runs the first image alone: a batch size the tracer baked into a reshape passes at the example's
@@ -243,8 +302,10 @@ def check_parity(onnx_path: Path, model: torch.nn.Module, *, batch: int = 2, see
     inputs, outputs = session.get_inputs(), session.get_outputs()
     input_shape, output_shape = list(inputs[0].shape), list(outputs[0].shape)
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
-        failures.append(f"graph inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}, "
-                        f"expected [{INPUT_NAME!r}] / [{OUTPUT_NAME!r}]")
+        failures.append(
+            f"graph inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}, "
+            f"expected [{INPUT_NAME!r}] / [{OUTPUT_NAME!r}]"
+        )
     if not isinstance(input_shape[0], str) or not isinstance(output_shape[0], str):
         failures.append(f"batch dimension is not symbolic: input {input_shape}, output {output_shape}")
 
@@ -255,8 +316,9 @@ def check_parity(onnx_path: Path, model: torch.nn.Module, *, batch: int = 2, see
     got = session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
     got_single = session.run([OUTPUT_NAME], {INPUT_NAME: images[:1]})[0]
     if got.shape != expected.shape or got_single.shape != expected[:1].shape:
-        failures.append(f"ONNX output shapes {got.shape} (batch {batch}) and {got_single.shape} (batch 1), "
-                        f"PyTorch {expected.shape}")
+        failures.append(
+            f"ONNX output shapes {got.shape} (batch {batch}) and {got_single.shape} (batch 1), PyTorch {expected.shape}"
+        )
         max_diff = single_diff = float("inf")
         agreement = 0.0
     else:
@@ -269,22 +331,44 @@ def check_parity(onnx_path: Path, model: torch.nn.Module, *, batch: int = 2, see
         failures.append(f"batch-1 max abs diff {single_diff:.3g} > atol {atol:g}")
     if agreement < min_top1_agreement:
         failures.append(f"top-1 agreement {agreement:.1%} < {min_top1_agreement:.1%}")
-    return {"passed": not failures, "failures": failures, "batch": batch, "seed": seed, "atol": atol,
-            "min_top1_agreement": min_top1_agreement, "max_abs_diff": max_diff, "batch1_max_abs_diff": single_diff,
-            "top1_agreement": agreement, "input_shape": input_shape, "output_shape": output_shape,
-            "provider": "CPUExecutionProvider"}
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "batch": batch,
+        "seed": seed,
+        "atol": atol,
+        "min_top1_agreement": min_top1_agreement,
+        "max_abs_diff": max_diff,
+        "batch1_max_abs_diff": single_diff,
+        "top1_agreement": agreement,
+        "input_shape": input_shape,
+        "output_shape": output_shape,
+        "provider": "CPUExecutionProvider",
+    }
 
 
 def parity_line(parity: Mapping[str, Any]) -> str:
     status = "passed" if parity["passed"] else "FAILED: " + "; ".join(parity["failures"])
-    return (f"Parity ONNX Runtime vs PyTorch on {parity['batch']} random images: max abs diff "
-            f"{parity['max_abs_diff']:.3g} (batch 1: {parity['batch1_max_abs_diff']:.3g}), top-1 agreement "
-            f"{parity['top1_agreement']:.1%}, atol {parity['atol']:g}: {status}")
+    return (
+        f"Parity ONNX Runtime vs PyTorch on {parity['batch']} random images: max abs diff "
+        f"{parity['max_abs_diff']:.3g} (batch 1: {parity['batch1_max_abs_diff']:.3g}), top-1 agreement "
+        f"{parity['top1_agreement']:.1%}, atol {parity['atol']:g}: {status}"
+    )
 
 
-def export_onnx(output: str | Path, *, model_name: str = DEFAULT_MODEL, resume: str | Path | None = None,
-                random_init: bool = False, seed: int = 0, opset: int = DEFAULT_OPSET, parity_batch: int = 2,
-                parity_seed: int = 1234, atol: float = 1e-3, min_top1_agreement: float = 1.0) -> dict[str, Any]:
+def export_onnx(
+    output: str | Path,
+    *,
+    model_name: str = DEFAULT_MODEL,
+    resume: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    opset: int = DEFAULT_OPSET,
+    parity_batch: int = 2,
+    parity_seed: int = 1234,
+    atol: float = 1e-3,
+    min_top1_agreement: float = 1.0,
+) -> dict[str, Any]:
     """Export ``model_name`` with the given weights to ``output`` and check it; return the record.
 
     The record (also written to ``<output stem>.parity.json``) holds the ONNX path and sha256, the weights
@@ -302,8 +386,10 @@ def export_onnx(output: str | Path, *, model_name: str = DEFAULT_MODEL, resume: 
     if parity_batch < 1:
         raise InputError(f"--parity-batch {parity_batch} must be at least 1")
     if atol < 0 or not 0.0 <= min_top1_agreement <= 1.0:
-        raise InputError(f"tolerances out of range: atol {atol} must be >= 0, min top-1 agreement "
-                         f"{min_top1_agreement} must be within [0, 1]")
+        raise InputError(
+            f"tolerances out of range: atol {atol} must be >= 0, min top-1 agreement "
+            f"{min_top1_agreement} must be within [0, 1]"
+        )
     seconds: dict[str, float] = {}
     total_start = time.perf_counter()
 
@@ -317,13 +403,23 @@ def export_onnx(output: str | Path, *, model_name: str = DEFAULT_MODEL, resume: 
     with atomic_path(output) as tmp:
         try:
             with _quiet_exporter(), torch.no_grad():
-                torch.onnx.export(model, (example,), str(tmp), dynamo=False, export_params=True,
-                                  opset_version=opset, do_constant_folding=True,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,
+                    export_params=True,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
         except Exception as exc:
-            raise ToolError(f"torch.onnx.export of {model_name} at opset {opset} failed: {exc}; try another "
-                            "--opset (17 is known to work with this torch)") from exc
+            raise ToolError(
+                f"torch.onnx.export of {model_name} at opset {opset} failed: {exc}; try another "
+                "--opset (17 is known to work with this torch)"
+            ) from exc
     seconds["export"] = time.perf_counter() - start
     size = output.stat().st_size
     log.info("Exported %s (%.1f MiB) in %.1f s", output, size / 2**20, seconds["export"])
@@ -338,59 +434,92 @@ def export_onnx(output: str | Path, *, model_name: str = DEFAULT_MODEL, resume: 
 
     log.info("Parity check: ONNX Runtime vs PyTorch on %d random images (seed %d)", parity_batch, parity_seed)
     start = time.perf_counter()
-    parity = check_parity(output, model, batch=parity_batch, seed=parity_seed, atol=atol,
-                          min_top1_agreement=min_top1_agreement)
+    parity = check_parity(
+        output, model, batch=parity_batch, seed=parity_seed, atol=atol, min_top1_agreement=min_top1_agreement
+    )
     seconds["parity"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - total_start
 
     record: dict[str, Any] = {
-        "onnx": str(output), "sha256": cached_sha256(output), "size_bytes": size, "model": model_name,
-        "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME, **weights, "parity": parity,
-        "parity_json": str(parity_path(output)), "versions": _versions(),
-        "export_seconds": seconds["export"], "seconds": seconds,
+        "onnx": str(output),
+        "sha256": cached_sha256(output),
+        "size_bytes": size,
+        "model": model_name,
+        "opset": opset,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        **weights,
+        "parity": parity,
+        "parity_json": str(parity_path(output)),
+        "versions": _versions(),
+        "export_seconds": seconds["export"],
+        "seconds": seconds,
     }
     write_json_atomic(parity_path(output), record)
     log.info("%s", parity_line(parity))
     log.info("Weights: %s", weights["weights"])
     if not parity["passed"]:
-        raise ParityError(f"ONNX model {output} disagrees with PyTorch {model_name} ({weights['weights']}): "
-                          + "; ".join(parity["failures"])
-                          + f". The file is kept for inspection; details in {parity_path(output)}")
+        raise ParityError(
+            f"ONNX model {output} disagrees with PyTorch {model_name} ({weights['weights']}): "
+            + "; ".join(parity["failures"])
+            + f". The file is kept for inspection; details in {parity_path(output)}"
+        )
     return record
 
 
 # ----------------------------------------------------------------------------------------------- CLI
 
+
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model --resume --random-init --seed``: shared by pth2onnx and reference."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"timm model name (default {DEFAULT_MODEL} == Twins alt_gvt_large)")
-    parser.add_argument("--resume", type=Path, default=None, help="checkpoint .pth (state dict, {'model': ...} "
-                        "or {'state_dict': ...}; 'module.' prefixes are stripped)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="no checkpoint: use random weights on purpose (the outputs say so)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL} == Twins alt_gvt_large)"
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="checkpoint .pth (state dict, {'model': ...} or {'state_dict': ...}; 'module.' prefixes are stripped)",
+    )
+    parser.add_argument(
+        "--random-init", action="store_true", help="no checkpoint: use random weights on purpose (the outputs say so)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pth2onnx", help="export the checkpoint to ONNX and check it against PyTorch",
-                              description="Recipe step Twins_pth2onnx.py: build the model, load --resume strictly, "
-                                          "export ONNX (input 'input' (N,3,224,224), output 'output' (N,1000), "
-                                          "dynamic batch), run onnx.checker and an ONNX Runtime parity check.")
+    p = subparsers.add_parser(
+        "pth2onnx",
+        help="export the checkpoint to ONNX and check it against PyTorch",
+        description="Recipe step Twins_pth2onnx.py: build the model, load --resume strictly, "
+        "export ONNX (input 'input' (N,3,224,224), output 'output' (N,1000), "
+        "dynamic batch), run onnx.checker and an ONNX Runtime parity check.",
+    )
     add_weights_arguments(p)
     p.add_argument("--output", type=Path, required=True, help="ONNX file to write (e.g. alt_gvt_large.onnx)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}, "
-                   "as in the recipe)")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}, as in the recipe)"
+    )
     p.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed vs PyTorch")
     p.add_argument("--parity-batch", type=int, default=2, help="random images in the parity check (default 2)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    record = export_onnx(args.output, model_name=args.model, resume=args.resume, random_init=args.random_init,
-                         seed=args.seed, opset=args.opset, parity_batch=args.parity_batch, atol=args.atol)
-    print(f"Wrote {record['onnx']} ({record['size_bytes'] / 2**20:.1f} MiB, opset {record['opset']}, "
-          f"sha256 {record['sha256'][:16]}...)")
+    record = export_onnx(
+        args.output,
+        model_name=args.model,
+        resume=args.resume,
+        random_init=args.random_init,
+        seed=args.seed,
+        opset=args.opset,
+        parity_batch=args.parity_batch,
+        atol=args.atol,
+    )
+    print(
+        f"Wrote {record['onnx']} ({record['size_bytes'] / 2**20:.1f} MiB, opset {record['opset']}, "
+        f"sha256 {record['sha256'][:16]}...)"
+    )
     print(parity_line(record["parity"]))
     print(f"Weights: {record['weights']}")
     return 0

@@ -60,7 +60,7 @@ def output_path(output_dir: str | os.PathLike, stem: str, index: int = 0, outfmt
 
 def format_txt(array: np.ndarray) -> str:
     rows = np.asarray(array).reshape(-1, np.asarray(array).shape[-1])
-    return "".join(" ".join("%f" % v for v in row) + " \n" for row in rows)
+    return "".join(" ".join(f"{v:f}" for v in row) + " \n" for row in rows)
 
 
 def write_output(path: Path, array: np.ndarray, outfmt: str) -> None:
@@ -102,8 +102,8 @@ _OUTPUT_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.(?P<fmt>txt|npy|bin)$"
 def find_outputs(pred_dir: str | os.PathLike, index: int = 0) -> dict[str, Path]:
     """Map input stem -> output file for output ``index`` in an ais_bench result folder."""
     found: dict[str, Path] = {}
-    for entry in os.scandir(pred_dir):
-        match = _OUTPUT_NAME.match(entry.name)
+    for entry in os.scandir(os.fspath(pred_dir)):
+        match = _OUTPUT_NAME.match(str(entry.name))
         if match and int(match["index"]) == index and entry.is_file():
             found[match["stem"]] = Path(entry.path)
     return found

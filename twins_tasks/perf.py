@@ -43,9 +43,17 @@ class PerfResult:
         if lat.size == 0:
             raise ValueError("no latency samples")
         mean = float(lat.mean())
-        return cls(batch_size=batch_size, loop=int(lat.size), min_ms=float(lat.min()), max_ms=float(lat.max()),
-                   mean_ms=mean, median_ms=float(np.median(lat)), p99_ms=float(np.percentile(lat, 99)),
-                   throughput=1000.0 * batch_size / mean, **kw)
+        return cls(
+            batch_size=batch_size,
+            loop=int(lat.size),
+            min_ms=float(lat.min()),
+            max_ms=float(lat.max()),
+            mean_ms=mean,
+            median_ms=float(np.median(lat)),
+            p99_ms=float(np.percentile(lat, 99)),
+            throughput=1000.0 * batch_size / mean,
+            **kw,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,11 +72,21 @@ class PerfResult:
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|nan|inf)"
 _STATS = re.compile(
-    r"(?P<name>NPU_compute_time|H2D_latency|D2H_latency) \(ms\): min = " + _NUM + r", max = " + _NUM
-    + r", mean = " + _NUM + r", median = " + _NUM + r", percentile\(99%\) = " + _NUM)
+    r"(?P<name>NPU_compute_time|H2D_latency|D2H_latency) \(ms\): min = "
+    + _NUM
+    + r", max = "
+    + _NUM
+    + r", mean = "
+    + _NUM
+    + r", median = "
+    + _NUM
+    + r", percentile\(99%\) = "
+    + _NUM
+)
 # Older ais_bench: "1000*batchsize(64)/"; newer: "1000*batchsize.mean(64)/".
 _THROUGHPUT = re.compile(
-    r"throughput 1000\*batchsize(?:\.mean)?\(" + _NUM + r"\)/NPU_compute_time\.mean\(" + _NUM + r"\): " + _NUM)
+    r"throughput 1000\*batchsize(?:\.mean)?\(" + _NUM + r"\)/NPU_compute_time\.mean\(" + _NUM + r"\): " + _NUM
+)
 
 
 def parse_summary(text: str, *, loop: int = 0, backend: str = "", device: str = "") -> PerfResult:
@@ -78,22 +96,40 @@ def parse_summary(text: str, *, loop: int = 0, backend: str = "", device: str = 
         stats[match["name"]] = tuple(float(v) for v in match.groups()[1:])
     throughput = _THROUGHPUT.search(text)
     if "NPU_compute_time" not in stats or throughput is None:
-        raise ToolError("ais_bench printed no Performance Summary (no 'NPU_compute_time (ms)' and "
-                        "'throughput' lines): check the tool output above; is this ais_bench?")
+        raise ToolError(
+            "ais_bench printed no Performance Summary (no 'NPU_compute_time (ms)' and "
+            "'throughput' lines): check the tool output above; is this ais_bench?"
+        )
     mn, mx, mean, median, p99 = stats["NPU_compute_time"]
     batch = float(throughput.group(1))
-    extra = {name.split("_")[0] + "_ms": dict(zip(("min", "max", "mean", "median", "p99"), values))
-             for name, values in stats.items() if name != "NPU_compute_time"}
-    return PerfResult(batch_size=int(batch), loop=loop, min_ms=mn, max_ms=mx, mean_ms=mean, median_ms=median,
-                      p99_ms=p99, throughput=float(throughput.group(3)), backend=backend, device=device,
-                      extra=extra)
+    extra = {
+        name.split("_")[0] + "_ms": dict(zip(("min", "max", "mean", "median", "p99"), values, strict=False))
+        for name, values in stats.items()
+        if name != "NPU_compute_time"
+    }
+    return PerfResult(
+        batch_size=int(batch),
+        loop=loop,
+        min_ms=mn,
+        max_ms=mx,
+        mean_ms=mean,
+        median_ms=median,
+        p99_ms=p99,
+        throughput=float(throughput.group(3)),
+        backend=backend,
+        device=device,
+        extra=extra,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("perf", help="pure-performance loop on a compiled artifact (ais_bench --loop)",
-                              description="Run the compiled model LOOP times on random input and print "
-                                          "ais_bench's Performance Summary.")
+    p = subparsers.add_parser(
+        "perf",
+        help="pure-performance loop on a compiled artifact (ais_bench --loop)",
+        description="Run the compiled model LOOP times on random input and print ais_bench's Performance Summary.",
+    )
     from .backends import add_backend_arguments
+
     add_backend_arguments(p)
     p.add_argument("--model", "-m", required=True, help="compiled artifact (from `twins compile`)")
     p.add_argument("--batchsize", type=int, required=True)
@@ -105,6 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from .backends import backend_from_args
+
     backend = backend_from_args(args)
     result = backend.perf(Path(args.model), args.batchsize, loop=args.loop, warmup=args.warmup_count)
     for line in result.summary_lines():

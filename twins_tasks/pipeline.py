@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shutil
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -78,19 +77,29 @@ def _rewrite_paths(obj: Any, old: str, new: str) -> Any:
 
 # --- steps ------------------------------------------------------------------------------------------------
 
-def prepare_inputs(root_path: str | Path, cache_root: str | Path, *, limit: int | None = None,
-                   workers: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
+
+def prepare_inputs(
+    root_path: str | Path,
+    cache_root: str | Path,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
     """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
     from .preprocess import TRANSFORM_VERSION, preprocess
     from .sample import is_generated
 
     root = Path(root_path)
     if not root.is_dir():
-        raise InputError(f"dataset folder {root} does not exist: pass the ImageNet val folder "
-                         f"(one sub-folder per class) or make one with `twins make-sample`")
+        raise InputError(
+            f"dataset folder {root} does not exist: pass the ImageNet val folder "
+            f"(one sub-folder per class) or make one with `twins make-sample`"
+        )
     fingerprint = tree_fingerprint(root)
-    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit,
-                       "skip_bad": skip_bad})[:16]
+    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit, "skip_bad": skip_bad})[
+        :16
+    ]
     target = Path(cache_root) / "bins" / key
     record_path = target / PREPROCESS_RECORD
     # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
@@ -98,59 +107,103 @@ def prepare_inputs(root_path: str | Path, cache_root: str | Path, *, limit: int 
     synthetic = is_generated(root)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        log.info("Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s "
-                 "unchanged", target, record["num_images"], TRANSFORM_VERSION)
+        log.info(
+            "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
+            target,
+            record["num_images"],
+            TRANSFORM_VERSION,
+        )
         return {**record, "synthetic_data": synthetic, "cached": True}
     # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
     # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
     result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
-    record = {**result.to_dict(), "bin_path": str(target), "root_path": str(root.resolve()),
-              "dataset_fingerprint": fingerprint, "transform_version": TRANSFORM_VERSION, "key": key}
+    record = {
+        **result.to_dict(),
+        "bin_path": str(target),
+        "root_path": str(root.resolve()),
+        "dataset_fingerprint": fingerprint,
+        "transform_version": TRANSFORM_VERSION,
+        "key": key,
+    }
     write_json_atomic(record_path, record)
     return {**record, "synthetic_data": synthetic, "cached": False}
 
 
-def prepare_model(cache_root: str | Path, *, model_name: str = DEFAULT_MODEL, resume: str | None = None,
-                  random_init: bool = False, seed: int = 0, opset: int = 11) -> dict[str, Any]:
+def prepare_model(
+    cache_root: str | Path,
+    *,
+    model_name: str = DEFAULT_MODEL,
+    resume: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    opset: int = 11,
+) -> dict[str, Any]:
     """Export (or reuse) the ONNX model keyed by checkpoint hash + export options + exporter versions."""
     if resume and random_init:
         raise InputError("give either a checkpoint (--resume) or --random-init, not both")
     if resume:
         if not Path(resume).is_file():
-            raise InputError(f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "
-                             f"(or use --random-init --seed S for a weights-free check)")
-        weights_id = {"checkpoint_sha256": cached_sha256(resume)}
+            raise InputError(
+                f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "
+                f"(or use --random-init --seed S for a weights-free check)"
+            )
+        weights_id: dict[str, Any] = {"checkpoint_sha256": cached_sha256(resume)}
     elif random_init:
         weights_id = {"random_init_seed": seed}
     else:
-        raise InputError("no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
-                         "validate the toolchain with seeded random weights")
+        raise InputError(
+            "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
+            "validate the toolchain with seeded random weights"
+        )
     versions = software_versions()
-    key = sha256_json({"weights": weights_id, "model": model_name, "opset": opset,
-                       "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")}})[:16]
+    key = sha256_json(
+        {
+            "weights": weights_id,
+            "model": model_name,
+            "opset": opset,
+            "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
+        }
+    )[:16]
     target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
     record_path = target / EXPORT_RECORD
     record = load_record(record_path, "onnx")
     if record is not None:
-        log.info("Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was "
-                 "max abs diff %.2e)", record["onnx"], record["weights"], record["parity"]["max_abs_diff"])
+        log.info(
+            "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
+            record["onnx"],
+            record["weights"],
+            record["parity"]["max_abs_diff"],
+        )
         return {**record, "cached": True}
     from .export import export_onnx
 
     discard_incomplete(target)
     with atomic_dir(target) as tmp:
-        record = export_onnx(tmp / f"{model_name}.onnx", model_name=model_name, resume=resume,
-                             random_init=random_init, seed=seed, opset=opset)
+        record = export_onnx(
+            tmp / f"{model_name}.onnx",
+            model_name=model_name,
+            resume=resume,
+            random_init=random_init,
+            seed=seed,
+            opset=opset,
+        )
         record = _rewrite_paths(record, str(tmp), str(target))
         # What the reference step needs to rebuild the same PyTorch model.
-        record.update(key=key, model_name=model_name, resume=str(resume) if resume else None,
-                      random_init=bool(random_init), seed=seed, opset=opset)
+        record.update(
+            key=key,
+            model_name=model_name,
+            resume=str(resume) if resume else None,
+            random_init=bool(random_init),
+            seed=seed,
+            opset=opset,
+        )
         write_json_atomic(tmp / EXPORT_RECORD, record)
     return {**require_record(record_path, "onnx"), "cached": False}
 
 
-def prepare_reference(cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *,
-                      limit: int = 16) -> dict[str, Any]:
+def prepare_reference(
+    cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *, limit: int = 16
+) -> dict[str, Any]:
     """PyTorch reference logits for the first ``limit`` inputs (cached by weights + inputs + limit)."""
     key = sha256_json({"inputs": inputs["key"], "model": model["key"], "limit": limit})[:16]
     path = Path(cache_root) / "reference" / f"{key}.npz"
@@ -159,19 +212,33 @@ def prepare_reference(cache_root: str | Path, inputs: dict[str, Any], model: dic
         return {"reference": str(path), "limit": limit, "cached": True}
     from .reference import reference_logits
 
-    record = reference_logits(Path(inputs["bin_path"]), path, model_name=model["model_name"],
-                              resume=model.get("resume"), random_init=model.get("random_init", False),
-                              seed=model.get("seed", 0), limit=limit)
+    record = reference_logits(
+        Path(inputs["bin_path"]),
+        path,
+        model_name=model["model_name"],
+        resume=model.get("resume"),
+        random_init=model.get("random_init", False),
+        seed=model.get("seed", 0),
+        limit=limit,
+    )
     return {**record, "reference": str(path), "limit": limit, "cached": False}
 
 
 def compile_step(backend: Backend, model: dict[str, Any], batch_size: int, cache_root: str | Path) -> dict[str, Any]:
-    return compile_cached(backend, Path(model["onnx"]), batch_size, cache_root,
-                          name=f"{model['model_name']}_bs{batch_size}")
+    return compile_cached(
+        backend, Path(model["onnx"]), batch_size, cache_root, name=f"{model['model_name']}_bs{batch_size}"
+    )
 
 
-def infer_step(backend: Backend, artifact: str | Path, bin_path: str | Path, batch_size: int,
-               result_root: str | Path, name: str, outfmt: str = "TXT") -> dict[str, Any]:
+def infer_step(
+    backend: Backend,
+    artifact: str | Path,
+    bin_path: str | Path,
+    batch_size: int,
+    result_root: str | Path,
+    name: str,
+    outfmt: str = "TXT",
+) -> dict[str, Any]:
     """Run inference into a temporary folder and rename it into place when every output is there."""
     result_root = Path(result_root)
     result_root.mkdir(parents=True, exist_ok=True)
@@ -187,8 +254,9 @@ def infer_step(backend: Backend, artifact: str | Path, bin_path: str | Path, bat
     record = result.to_dict()
     record["output_dir"] = str(final)
     # Per-batch timing lists and file lists grow with the dataset: keep XComs small.
-    record["summary"] = {k: v for k, v in record.get("summary", {}).items()
-                         if k not in ("npu_compute_time_list", "filesinfo")}
+    record["summary"] = {
+        k: v for k, v in record.get("summary", {}).items() if k not in ("npu_compute_time_list", "filesinfo")
+    }
     return record
 
 
@@ -206,38 +274,75 @@ def score_step(pred_dir: str | Path, inputs: dict[str, Any], reference: dict[str
 
     accuracy = score(pred_dir, inputs["bin_path"])
     acc = accuracy.to_dict()
-    out = {"top1": acc["top1"], "top5": acc["top5"], "num_images": acc["n_total"],
-           "num_missing": len(acc["missing"]) + len(acc["unreadable"]), "missing": acc["missing"][:20],
-           "unreadable": acc["unreadable"][:20]}
+    out = {
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "num_images": acc["n_total"],
+        "num_missing": len(acc["missing"]) + len(acc["unreadable"]),
+        "missing": acc["missing"][:20],
+        "unreadable": acc["unreadable"][:20],
+    }
     if reference:
         try:
             agreement = compare(Path(reference["reference"]), Path(pred_dir))
         except MissingOutputError as exc:  # no output of the reference images at all: counted above
             log.warning("No agreement with the PyTorch reference: %s", exc)
         else:
-            out.update(agreement_top1=100.0 * agreement["top1_agreement"],
-                       agreement_max_abs_diff=agreement["max_abs_diff"], agreement_images=agreement["num_compared"])
+            out.update(
+                agreement_top1=100.0 * agreement["top1_agreement"],
+                agreement_max_abs_diff=agreement["max_abs_diff"],
+                agreement_images=agreement["num_compared"],
+            )
     return out
 
 
 def config_key(config: dict[str, Any]) -> str:
     """Runs with the same key are comparable for regression checks."""
-    keys = ("model_name", "weights_id", "dataset_fingerprint", "limit", "opset", "backend", "soc_version",
-            "precision_mode", "loop")
+    keys = (
+        "model_name",
+        "weights_id",
+        "dataset_fingerprint",
+        "limit",
+        "opset",
+        "backend",
+        "soc_version",
+        "precision_mode",
+        "loop",
+    )
     return sha256_json({k: config.get(k) for k in keys})[:16]
 
 
-def batch_row(batch_size: int, compiled: dict[str, Any], inferred: dict[str, Any], perf: dict[str, Any],
-              scored: dict[str, Any]) -> dict[str, Any]:
+def batch_row(
+    batch_size: int, compiled: dict[str, Any], inferred: dict[str, Any], perf: dict[str, Any], scored: dict[str, Any]
+) -> dict[str, Any]:
     """One batch size's results as a results-DB row."""
-    return {"batch_size": batch_size, "artifact": compiled.get("artifact"),
-            "compile_seconds": compiled.get("compile_seconds"), "compile_cached": compiled.get("cached"),
-            "infer_seconds": inferred.get("seconds"), "infer_throughput": inferred.get("throughput"),
-            "perf_loop": perf.get("loop"), "latency_min_ms": perf.get("min_ms"), "latency_max_ms": perf.get("max_ms"),
-            "latency_mean_ms": perf.get("mean_ms"), "latency_median_ms": perf.get("median_ms"),
-            "latency_p99_ms": perf.get("p99_ms"), "throughput": perf.get("throughput"),
-            **{k: scored.get(k) for k in ("top1", "top5", "num_images", "num_missing", "agreement_top1",
-                                          "agreement_max_abs_diff", "agreement_images")}}
+    return {
+        "batch_size": batch_size,
+        "artifact": compiled.get("artifact"),
+        "compile_seconds": compiled.get("compile_seconds"),
+        "compile_cached": compiled.get("cached"),
+        "infer_seconds": inferred.get("seconds"),
+        "infer_throughput": inferred.get("throughput"),
+        "perf_loop": perf.get("loop"),
+        "latency_min_ms": perf.get("min_ms"),
+        "latency_max_ms": perf.get("max_ms"),
+        "latency_mean_ms": perf.get("mean_ms"),
+        "latency_median_ms": perf.get("median_ms"),
+        "latency_p99_ms": perf.get("p99_ms"),
+        "throughput": perf.get("throughput"),
+        **{
+            k: scored.get(k)
+            for k in (
+                "top1",
+                "top5",
+                "num_images",
+                "num_missing",
+                "agreement_top1",
+                "agreement_max_abs_diff",
+                "agreement_images",
+            )
+        },
+    }
 
 
 def weights_id(model: dict[str, Any]) -> str:
@@ -248,25 +353,55 @@ def describe_backend(backend: Backend) -> dict[str, Any]:
     return {"backend": backend.name, **backend.describe()}
 
 
-def build_run(*, run_key: str, source: str, inputs: dict[str, Any], model: dict[str, Any],
-              backend: dict[str, Any], options: dict[str, Any], started_at: Any = None,
-              finished_at: Any = None) -> dict[str, Any]:
+def build_run(
+    *,
+    run_key: str,
+    source: str,
+    inputs: dict[str, Any],
+    model: dict[str, Any],
+    backend: dict[str, Any],
+    options: dict[str, Any],
+    started_at: Any = None,
+    finished_at: Any = None,
+) -> dict[str, Any]:
     """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe())."""
-    config = {"model_name": model["model_name"], "weights_id": weights_id(model),
-              "dataset_fingerprint": inputs["dataset_fingerprint"], "opset": model.get("opset"),
-              "backend": backend.get("backend"), "soc_version": backend.get("soc_version"),
-              "synthetic_data": bool(inputs.get("synthetic_data")), **options}
-    return {"run_key": run_key, "source": source, "config_key": config_key(config), "config": config,
-            "model_name": model["model_name"], "weights": model["weights"], "random_init": model["random_init"],
-            "checkpoint_sha256": model.get("checkpoint_sha256"), "onnx_sha256": model.get("sha256"),
-            "opset": model.get("opset"), "export_parity": model.get("parity"), "backend": backend.get("backend"),
-            "device": backend.get("device"), "soc_version": backend.get("soc_version"),
-            "dataset_path": inputs["root_path"], "dataset_fingerprint": inputs["dataset_fingerprint"],
-            "num_images": inputs["num_images"], "versions": {**software_versions(), **backend.get("versions", {})},
-            "status": "success", "started_at": started_at, "finished_at": finished_at}
+    config = {
+        "model_name": model["model_name"],
+        "weights_id": weights_id(model),
+        "dataset_fingerprint": inputs["dataset_fingerprint"],
+        "opset": model.get("opset"),
+        "backend": backend.get("backend"),
+        "soc_version": backend.get("soc_version"),
+        "synthetic_data": bool(inputs.get("synthetic_data")),
+        **options,
+    }
+    return {
+        "run_key": run_key,
+        "source": source,
+        "config_key": config_key(config),
+        "config": config,
+        "model_name": model["model_name"],
+        "weights": model["weights"],
+        "random_init": model["random_init"],
+        "checkpoint_sha256": model.get("checkpoint_sha256"),
+        "onnx_sha256": model.get("sha256"),
+        "opset": model.get("opset"),
+        "export_parity": model.get("parity"),
+        "backend": backend.get("backend"),
+        "device": backend.get("device"),
+        "soc_version": backend.get("soc_version"),
+        "dataset_path": inputs["root_path"],
+        "dataset_fingerprint": inputs["dataset_fingerprint"],
+        "num_images": inputs["num_images"],
+        "versions": {**software_versions(), **backend.get("versions", {})},
+        "status": "success",
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
 
 
 # --- `twins run` --------------------------------------------------------------------------------------------
+
 
 def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
     from .report import parse_baseline_numbers, render
@@ -275,36 +410,64 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     work = Path(args.work_dir).resolve()
     cache_root = work / "cache"
-    run_key = args.run_name or f"cli__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    run_key = args.run_name or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     run_dir = work / "runs" / safe_name(run_key)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     backend = backend_from_args(args)
     log.info("Run %s: backend %s, batch sizes %s, work dir %s", run_key, backend.name, batch_sizes, work)
 
-    inputs = prepare_inputs(args.root_path, cache_root, limit=args.limit, workers=args.workers,
-                            skip_bad=args.skip_bad)
-    model = prepare_model(cache_root, model_name=args.model, resume=args.resume, random_init=args.random_init,
-                          seed=args.seed, opset=args.opset)
-    reference = prepare_reference(cache_root, inputs, model, limit=args.reference_images) \
-        if args.reference_images > 0 else None
+    inputs = prepare_inputs(args.root_path, cache_root, limit=args.limit, workers=args.workers, skip_bad=args.skip_bad)
+    model = prepare_model(
+        cache_root,
+        model_name=args.model,
+        resume=args.resume,
+        random_init=args.random_init,
+        seed=args.seed,
+        opset=args.opset,
+    )
+    reference = (
+        prepare_reference(cache_root, inputs, model, limit=args.reference_images) if args.reference_images > 0 else None
+    )
 
     batches = []
     for bs in batch_sizes:
         compiled = compile_step(backend, model, bs, cache_root)
-        inferred = infer_step(backend, compiled["artifact"], inputs["bin_path"], bs, run_dir / "result",
-                              f"{model['model_name']}_bs{bs}", args.outfmt)
+        inferred = infer_step(
+            backend,
+            compiled["artifact"],
+            inputs["bin_path"],
+            bs,
+            run_dir / "result",
+            f"{model['model_name']}_bs{bs}",
+            args.outfmt,
+        )
         perf = perf_step(backend, compiled["artifact"], bs, loop=args.loop)
         scored = score_step(inferred["output_dir"], inputs, reference)
         batches.append(batch_row(bs, compiled, inferred, perf, scored))
 
-    run = build_run(run_key=run_key, source="cli", inputs=inputs, model=model, backend=describe_backend(backend),
-                    options={"limit": args.limit, "loop": args.loop, "batch_sizes": batch_sizes,
-                             "precision_mode": getattr(args, "precision_mode", None)},
-                    started_at=started, finished_at=dt.datetime.now(dt.timezone.utc))
+    run = build_run(
+        run_key=run_key,
+        source="cli",
+        inputs=inputs,
+        model=model,
+        backend=describe_backend(backend),
+        options={
+            "limit": args.limit,
+            "loop": args.loop,
+            "batch_sizes": batch_sizes,
+            "precision_mode": getattr(args, "precision_mode", None),
+        },
+        started_at=started,
+        finished_at=dt.datetime.now(dt.UTC),
+    )
 
     baseline = parse_baseline_numbers(args.baseline)
-    report = render(run, batches, baseline=baseline,
-                    baseline_label=args.baseline if isinstance(args.baseline, str) and baseline else "baseline")
+    report = render(
+        run,
+        batches,
+        baseline=baseline,
+        baseline_label=args.baseline if isinstance(args.baseline, str) and baseline else "baseline",
+    )
     report_path = run_dir / "report.md"
     write_text_atomic(report_path, report)
     run["report_path"] = str(report_path)
@@ -316,9 +479,12 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("run", help="the whole recipe without Airflow, ending with the perf table",
-                              description="preprocess -> pth2onnx -> per batch size compile, infer, perf -> "
-                                          "postprocess -> results DB -> report")
+    p = subparsers.add_parser(
+        "run",
+        help="the whole recipe without Airflow, ending with the perf table",
+        description="preprocess -> pth2onnx -> per batch size compile, infer, perf -> "
+        "postprocess -> results DB -> report",
+    )
     p.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
     p.add_argument("--resume", default=None, help="checkpoint (alt_gvt_large.pth)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights instead of a checkpoint")
@@ -331,13 +497,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
     p.add_argument("--loop", type=int, default=20, help="perf loop count")
     p.add_argument("--outfmt", default="TXT", choices=["TXT", "NPY", "BIN"])
-    p.add_argument("--reference-images", type=int, default=16,
-                   help="images compared with PyTorch logits (0 = skip)")
-    p.add_argument("--baseline", default=None,
-                   help="none, a preset (recipe-gpu, recipe-310p) or numbers like 1:62,4:77")
+    p.add_argument("--reference-images", type=int, default=16, help="images compared with PyTorch logits (0 = skip)")
+    p.add_argument(
+        "--baseline", default=None, help="none, a preset (recipe-gpu, recipe-310p) or numbers like 1:62,4:77"
+    )
     p.add_argument("--work_dir", default="twins_work", help="cache and run outputs")
     p.add_argument("--run-name", default=None, help="run id in the results DB (default: cli__<UTC time>)")
-    p.add_argument("--results-url", default=None, help="SQLAlchemy URL (default $TWINS_RESULTS_URL or ./twins_results.db)")
+    p.add_argument(
+        "--results-url", default=None, help="SQLAlchemy URL (default $TWINS_RESULTS_URL or ./twins_results.db)"
+    )
     add_backend_arguments(p)
     p.set_defaults(func=_main)
 

@@ -69,20 +69,24 @@ class AccuracyResult:
     def report_lines(self) -> list[str]:
         """The reference's accuracy line, a top-5 line, then one line per kind of problem."""
         n = self.n_total
-        lines = [f"Accuracy of the network on the {n} val images: {self.top1:.1f}%",
-                 f"Top-5 accuracy of the network on the {n} val images: {self.top5:.1f}%"]
+        lines = [
+            f"Accuracy of the network on the {n} val images: {self.top1:.1f}%",
+            f"Top-5 accuracy of the network on the {n} val images: {self.top5:.1f}%",
+        ]
         if self.missing:
-            lines.append(f"Missing outputs (counted as wrong): {len(self.missing)}: "
-                         f"{_preview(self.missing)}")
+            lines.append(f"Missing outputs (counted as wrong): {len(self.missing)}: {_preview(self.missing)}")
         if self.unreadable:
-            lines.append(f"Unreadable outputs (counted as wrong): {len(self.unreadable)}: "
-                         f"{_preview([f'{stem} ({reason})' for stem, reason in self.unreadable], sep='; ')}")
+            lines.append(
+                f"Unreadable outputs (counted as wrong): {len(self.unreadable)}: "
+                f"{_preview([f'{stem} ({reason})' for stem, reason in self.unreadable], sep='; ')}"
+            )
         if self.skipped:
-            lines.append(f"Skipped by preprocess (not in the {n} images): {len(self.skipped)}: "
-                         f"{_preview([f'{stem} ({reason})' for stem, reason in self.skipped], sep='; ')}")
+            lines.append(
+                f"Skipped by preprocess (not in the {n} images): {len(self.skipped)}: "
+                f"{_preview([f'{stem} ({reason})' for stem, reason in self.skipped], sep='; ')}"
+            )
         if self.unlabelled:
-            lines.append(f"Outputs without a label (ignored): {len(self.unlabelled)}: "
-                         f"{_preview(self.unlabelled)}")
+            lines.append(f"Outputs without a label (ignored): {len(self.unlabelled)}: {_preview(self.unlabelled)}")
         return lines
 
 
@@ -100,13 +104,17 @@ def load_labels(input_path: str | os.PathLike) -> Labels:
     if path.is_file():
         return read_manifest_labels(path)
     if not path.is_dir():
-        raise InputError(f"--input_path {path} does not exist: pass the ImageNet val folder or the "
-                         f"{MANIFEST_NAME} written by `twins preprocess`")
+        raise InputError(
+            f"--input_path {path} does not exist: pass the ImageNet val folder or the "
+            f"{MANIFEST_NAME} written by `twins preprocess`"
+        )
     if (path / MANIFEST_NAME).is_file():
         return read_manifest_labels(path / MANIFEST_NAME)
     if any(path.glob("*.bin")):
-        raise InputError(f"{path} holds .bin inputs but no {MANIFEST_NAME}: preprocess writes it at the end of a "
-                         f"complete run; re-run `twins preprocess`, or pass the ImageNet val folder instead")
+        raise InputError(
+            f"{path} holds .bin inputs but no {MANIFEST_NAME}: preprocess writes it at the end of a "
+            f"complete run; re-run `twins preprocess`, or pass the ImageNet val folder instead"
+        )
     return read_val_folder_labels(path)
 
 
@@ -129,8 +137,10 @@ def read_manifest_labels(manifest: Path) -> Labels:
         reader = csv.DictReader(fh)
         absent = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if absent:
-            raise InputError(f"{manifest} lacks column(s) {', '.join(absent)} (has {reader.fieldnames}): "
-                             f"is it a manifest written by `twins preprocess`?")
+            raise InputError(
+                f"{manifest} lacks column(s) {', '.join(absent)} (has {reader.fieldnames}): "
+                f"is it a manifest written by `twins preprocess`?"
+            )
         labels: dict[str, int] = {}
         skipped: list[tuple[str, str]] = []
         for line, row in enumerate(reader, start=2):
@@ -143,8 +153,9 @@ def read_manifest_labels(manifest: Path) -> Labels:
             try:
                 label = int(row["label"])
             except (TypeError, ValueError):
-                raise InputError(f"{manifest} line {line}: label {row['label']!r} of {stem!r} is not an "
-                                 f"integer") from None
+                raise InputError(
+                    f"{manifest} line {line}: label {row['label']!r} of {stem!r} is not an integer"
+                ) from None
             if stem in labels:
                 raise InputError(f"{manifest} line {line}: stem {stem!r} appears twice")
             labels[stem] = label
@@ -154,8 +165,9 @@ def read_manifest_labels(manifest: Path) -> Labels:
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
-          num_classes: int = NUM_CLASSES) -> AccuracyResult:
+def score(
+    pred_dir: str | os.PathLike, input_path: str | os.PathLike, *, num_classes: int = NUM_CLASSES
+) -> AccuracyResult:
     """Top-1/top-5 accuracy of the outputs in ``pred_dir`` against the labels of ``input_path``."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -165,8 +177,10 @@ def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
         raise InputError(f"no labelled images in {truth.source}: nothing to score")
     bad = [(stem, label) for stem, label in truth.labels.items() if not 0 <= label < num_classes]
     if bad:
-        raise InputError(f"{len(bad)} label(s) in {truth.source} fall outside 0..{num_classes - 1}, e.g. "
-                         f"{bad[0][0]}={bad[0][1]}: is this a {num_classes}-class dataset?")
+        raise InputError(
+            f"{len(bad)} label(s) in {truth.source} fall outside 0..{num_classes - 1}, e.g. "
+            f"{bad[0][0]}={bad[0][1]}: is this a {num_classes}-class dataset?"
+        )
     outputs = find_outputs(pred_dir)
     stems = sorted(truth.labels, key=natural_key)
     missing: list[str] = []
@@ -182,7 +196,7 @@ def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
         block, wanted = rows[:filled], row_labels[:filled]
         correct1 += int(np.count_nonzero(block.argmax(axis=1) == wanted))
         k = min(5, num_classes)
-        top = np.argpartition(block, num_classes - k, axis=1)[:, num_classes - k:]
+        top = np.argpartition(block, num_classes - k, axis=1)[:, num_classes - k :]
         correct5 += int(np.count_nonzero((top == wanted[:, None]).any(axis=1)))
         filled = 0
 
@@ -212,13 +226,24 @@ def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
 
     n_total = len(stems)
     unlabelled = sorted((s for s in outputs if s not in truth.labels), key=natural_key)
-    result = AccuracyResult(n_total=n_total, n_scored=n_scored, top1=100.0 * correct1 / n_total,
-                            top5=100.0 * correct5 / n_total, correct1=correct1, correct5=correct5,
-                            missing=missing, unreadable=unreadable, skipped=truth.skipped,
-                            unlabelled=unlabelled, pred_dir=str(pred_dir), labels_source=truth.source)
+    result = AccuracyResult(
+        n_total=n_total,
+        n_scored=n_scored,
+        top1=100.0 * correct1 / n_total,
+        top5=100.0 * correct5 / n_total,
+        correct1=correct1,
+        correct5=correct5,
+        missing=missing,
+        unreadable=unreadable,
+        skipped=truth.skipped,
+        unlabelled=unlabelled,
+        pred_dir=str(pred_dir),
+        labels_source=truth.source,
+    )
     if not result.complete:
-        log.warning("%d missing and %d unreadable outputs in %s are counted as wrong", len(missing),
-                    len(unreadable), pred_dir)
+        log.warning(
+            "%d missing and %d unreadable outputs in %s are counted as wrong", len(missing), len(unreadable), pred_dir
+        )
     return result
 
 
@@ -226,12 +251,18 @@ def score(pred_dir: str | os.PathLike, input_path: str | os.PathLike, *,
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("postprocess", help="top-1/top-5 accuracy of inference outputs (Twins_postprocess.py)",
-                              description="Score the outputs of `twins infer` (or ais_bench) against ImageNet "
-                                          "labels. Missing or unreadable outputs count as wrong and are named.")
+    p = subparsers.add_parser(
+        "postprocess",
+        help="top-1/top-5 accuracy of inference outputs (Twins_postprocess.py)",
+        description="Score the outputs of `twins infer` (or ais_bench) against ImageNet "
+        "labels. Missing or unreadable outputs count as wrong and are named.",
+    )
     p.add_argument("--pred", required=True, help="result folder: <output>/<output_dirname>")
-    p.add_argument("--input_path", required=True,
-                   help="ImageNet val folder (<wnid>/<image>), a manifest.csv, or the bin folder holding one")
+    p.add_argument(
+        "--input_path",
+        required=True,
+        help="ImageNet val folder (<wnid>/<image>), a manifest.csv, or the bin folder holding one",
+    )
     p.add_argument("--json", dest="json_path", help="write the accuracy record as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 1 when any output is missing or unreadable")
     p.set_defaults(func=_main)
@@ -246,7 +277,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.json_path:
         write_json_atomic(args.json_path, result.to_dict())
     if args.strict and not result.complete:
-        print(f"twins postprocess: --strict: {len(result.missing)} missing and {len(result.unreadable)} "
-              f"unreadable outputs", file=sys.stderr)
+        print(
+            f"twins postprocess: --strict: {len(result.missing)} missing and {len(result.unreadable)} "
+            f"unreadable outputs",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -98,6 +98,7 @@ class PreprocessResult:
 
 # ---------------------------------------------------------------------------------------------- transform
 
+
 def resized_size(width: int, height: int, size: int = RESIZE_SIZE) -> tuple[int, int]:
     """torchvision's Resize(size) output (width, height): short side = size, long side truncated."""
     if width <= height:
@@ -140,6 +141,7 @@ def transform_image(path: str | os.PathLike) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- dataset
 
+
 def output_stem(filename: str) -> str:
     """The reference's output name: the file name up to its first dot (``basename.split('.')[0]``)."""
     return filename.split(".")[0]
@@ -178,8 +180,10 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
     """
     root = Path(root_path)
     if not root.is_dir():
-        raise InputError(f"--root_path {root} is not a folder: point it at the ImageNet val folder "
-                         "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)")
+        raise InputError(
+            f"--root_path {root} is not a folder: point it at the ImageNet val folder "
+            "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
+        )
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit})")
     with os.scandir(root) as entries:
@@ -196,8 +200,10 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
         per_class.append([Item(output_stem(os.path.basename(f)), Path(f), label, wnid) for f in files])
     if empty:
         # ImageFolder refuses these too: labels would still be right, but an empty class is a broken copy.
-        raise InputError(f"{len(empty)} class folder(s) under {root} hold no image ({', '.join(empty[:10])}); "
-                         f"image files end in {', '.join(IMG_EXTENSIONS)} (any case): fix or remove them")
+        raise InputError(
+            f"{len(empty)} class folder(s) under {root} hold no image ({', '.join(empty[:10])}); "
+            f"image files end in {', '.join(IMG_EXTENSIONS)} (any case): fix or remove them"
+        )
 
     first_seen: dict[str, Path] = {}
     duplicates: list[str] = []
@@ -207,9 +213,11 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
         else:
             first_seen[item.stem] = item.source
     if duplicates:
-        raise InputError(f"{len(duplicates)} image name(s) occur twice, and both would be written as "
-                         f"<stem>.bin: {'; '.join(duplicates[:_MAX_LISTED])}"
-                         f"{' ...' if len(duplicates) > _MAX_LISTED else ''}. Rename or remove one of each pair")
+        raise InputError(
+            f"{len(duplicates)} image name(s) occur twice, and both would be written as "
+            f"<stem>.bin: {'; '.join(duplicates[:_MAX_LISTED])}"
+            f"{' ...' if len(duplicates) > _MAX_LISTED else ''}. Rename or remove one of each pair"
+        )
 
     items = [item for files in per_class for item in files]
     if limit is not None and limit < len(items):
@@ -218,6 +226,7 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------- manifest
+
 
 def _manifest_file(path: str | os.PathLike) -> Path:
     path = Path(path)
@@ -237,8 +246,10 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """Rows of a preprocess manifest; ``path`` is the bin folder or the csv file itself."""
     manifest = _manifest_file(path)
     if not manifest.is_file():
-        raise InputError(f"no preprocess manifest at {manifest}: run `twins preprocess --bin_path "
-                         f"{manifest.parent}` to completion first (a failed run writes none)")
+        raise InputError(
+            f"no preprocess manifest at {manifest}: run `twins preprocess --bin_path "
+            f"{manifest.parent}` to completion first (a failed run writes none)"
+        )
     with open(manifest, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
@@ -247,8 +258,16 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         rows = []
         for line, rec in enumerate(reader, start=2):
             try:
-                rows.append(ManifestRow(stem=rec["stem"], source=rec["source"], label=int(rec["label"]),
-                                        wnid=rec["wnid"], status=rec["status"], reason=rec["reason"] or ""))
+                rows.append(
+                    ManifestRow(
+                        stem=rec["stem"],
+                        source=rec["source"],
+                        label=int(rec["label"]),
+                        wnid=rec["wnid"],
+                        status=rec["status"],
+                        reason=rec["reason"] or "",
+                    )
+                )
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{manifest} line {line} is malformed ({exc}): re-run `twins preprocess`") from exc
     return rows
@@ -264,6 +283,7 @@ def read_classes(path: str | os.PathLike) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the step
+
 
 def _is_complete(path: str) -> bool:
     # Bins are renamed into place whole, so the right size means a finished write.
@@ -320,8 +340,14 @@ def _run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tupl
         pool.join()
 
 
-def preprocess(root_path: str | os.PathLike, bin_path: str | os.PathLike, *, workers: int | None = None,
-               limit: int | None = None, skip_bad: bool = False) -> PreprocessResult:
+def preprocess(
+    root_path: str | os.PathLike,
+    bin_path: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    limit: int | None = None,
+    skip_bad: bool = False,
+) -> PreprocessResult:
     """Write ``<stem>.bin`` for every image of ``root_path`` into ``bin_path``, then the manifest and classes.
 
     Bins already complete from an earlier run are kept. Undecodable images are logged one by one; after
@@ -344,39 +370,73 @@ def preprocess(root_path: str | os.PathLike, bin_path: str | os.PathLike, *, wor
     tasks = [(i, str(item.source), targets[i]) for i, item in enumerate(items) if not _is_complete(targets[i])]
     reused = len(items) - len(tasks)
     workers = min(workers or _default_workers(), max(len(tasks), 1))
-    log.info("Preprocessing %d images of %d classes from %s into %s: %d to write with %d worker(s), "
-             "%d already complete (kept)", len(items), len(classes), root_path, out, len(tasks), workers, reused)
+    log.info(
+        "Preprocessing %d images of %d classes from %s into %s: %d to write with %d worker(s), "
+        "%d already complete (kept)",
+        len(items),
+        len(classes),
+        root_path,
+        out,
+        len(tasks),
+        workers,
+        reused,
+    )
 
     reasons: dict[int, str] = {}
     progress = Progress("preprocess", len(tasks), unit="images", logger=log)
     for index, reason in _run_tasks(tasks, workers):
         if reason is not None:
             reasons[index] = reason
-            log.log(logging.WARNING if skip_bad else logging.ERROR, "Cannot decode %s: %s",
-                    items[index].source, reason)
+            log.log(logging.WARNING if skip_bad else logging.ERROR, "Cannot decode %s: %s", items[index].source, reason)
         progress.update()
     if tasks:
         progress.finish()
 
     bad = [(str(items[i].source), reasons[i]) for i in sorted(reasons)]
     seconds = time.perf_counter() - start
-    result = PreprocessResult(bin_path=str(out), num_images=len(items), num_written=len(tasks) - len(bad),
-                              num_reused=reused, bad=bad, seconds=seconds,
-                              rate=len(tasks) / seconds if seconds > 0 else 0.0)
+    result = PreprocessResult(
+        bin_path=str(out),
+        num_images=len(items),
+        num_written=len(tasks) - len(bad),
+        num_reused=reused,
+        bad=bad,
+        seconds=seconds,
+        rate=len(tasks) / seconds if seconds > 0 else 0.0,
+    )
     if bad and not skip_bad:
         listed = "\n".join(f"  {source}: {reason}" for source, reason in bad[:_MAX_LISTED])
         more = f"\n  ... and {len(bad) - _MAX_LISTED} more (each is in the log)" if len(bad) > _MAX_LISTED else ""
-        raise InputError(f"{len(bad)} of {len(items)} images cannot be decoded (the other bins are written, "
-                         f"no manifest):\n{listed}{more}\nReplace or remove them, or pass --skip-bad to record "
-                         "them in the manifest as skipped")
+        raise InputError(
+            f"{len(bad)} of {len(items)} images cannot be decoded (the other bins are written, "
+            f"no manifest):\n{listed}{more}\nReplace or remove them, or pass --skip-bad to record "
+            "them in the manifest as skipped"
+        )
 
-    write_manifest(out, (ManifestRow(item.stem, str(item.source), item.label, item.wnid,
-                                     STATUS_SKIPPED if i in reasons else STATUS_OK, reasons.get(i, ""))
-                         for i, item in enumerate(items)))
+    write_manifest(
+        out,
+        (
+            ManifestRow(
+                item.stem,
+                str(item.source),
+                item.label,
+                item.wnid,
+                STATUS_SKIPPED if i in reasons else STATUS_OK,
+                reasons.get(i, ""),
+            )
+            for i, item in enumerate(items)
+        ),
+    )
     write_text_atomic(out / CLASSES_NAME, "".join(f"{wnid}\n" for wnid in classes))
     _warn_stray_bins(out, {item.stem for i, item in enumerate(items) if i not in reasons})
-    log.info("Preprocessed %d images into %s: %d written, %d kept, %d skipped as undecodable (%.1f s)",
-             len(items), out, result.num_written, reused, len(bad), seconds)
+    log.info(
+        "Preprocessed %d images into %s: %d written, %d kept, %d skipped as undecodable (%.1f s)",
+        len(items),
+        out,
+        result.num_written,
+        reused,
+        len(bad),
+        seconds,
+    )
     return result
 
 
@@ -385,30 +445,45 @@ def _warn_stray_bins(out: Path, expected: set[str]) -> None:
     with os.scandir(out) as entries:
         stray = [e.name for e in entries if e.name.endswith(".bin") and e.name[:-4] not in expected]
     if stray:
-        log.warning("%s holds %d .bin file(s) that are not in this run's manifest (e.g. %s), from an earlier "
-                    "run with another dataset or --limit: inference would read them too; use a fresh --bin_path",
-                    out, len(stray), ", ".join(sorted(stray)[:3]))
+        log.warning(
+            "%s holds %d .bin file(s) that are not in this run's manifest (e.g. %s), from an earlier "
+            "run with another dataset or --limit: inference would read them too; use a fresh --bin_path",
+            out,
+            len(stray),
+            ", ".join(sorted(stray)[:3]),
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("preprocess", help="ImageNet val folder -> float32 .bin files (Twins_preprocess.py)",
-                              description="Resize(256, bicubic) -> CenterCrop(224) -> normalise each image of "
-                                          "ROOT_PATH/<wnid>/ into BIN_PATH/<stem>.bin (raw float32 CHW), plus "
-                                          "manifest.csv and classes.txt. Complete bins of an earlier run are kept.")
+    p = subparsers.add_parser(
+        "preprocess",
+        help="ImageNet val folder -> float32 .bin files (Twins_preprocess.py)",
+        description="Resize(256, bicubic) -> CenterCrop(224) -> normalise each image of "
+        "ROOT_PATH/<wnid>/ into BIN_PATH/<stem>.bin (raw float32 CHW), plus "
+        "manifest.csv and classes.txt. Complete bins of an earlier run are kept.",
+    )
     p.add_argument("--root_path", required=True, help="ImageNet val folder, one sub-folder per class")
     p.add_argument("--bin_path", required=True, help="output folder for the .bin files")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 1 = no pool)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="only this many images, taken round-robin across classes (a quick representative run)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="record undecodable images as skipped in the manifest instead of failing")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only this many images, taken round-robin across classes (a quick representative run)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="record undecodable images as skipped in the manifest instead of failing",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    result = preprocess(args.root_path, args.bin_path, workers=args.workers, limit=args.limit,
-                        skip_bad=args.skip_bad)
-    print(f"preprocess: {result.num_images} images -> {result.bin_path}: {result.num_written} written, "
-          f"{result.num_reused} kept from an earlier run, {len(result.bad)} skipped as undecodable; "
-          f"{result.seconds:.1f} s ({result.rate:.1f} img/s)")
+    result = preprocess(args.root_path, args.bin_path, workers=args.workers, limit=args.limit, skip_bad=args.skip_bad)
+    print(
+        f"preprocess: {result.num_images} images -> {result.bin_path}: {result.num_written} written, "
+        f"{result.num_reused} kept from an earlier run, {len(result.bad)} skipped as undecodable; "
+        f"{result.seconds:.1f} s ({result.rate:.1f} img/s)"
+    )
     return 0

@@ -9,8 +9,9 @@ import time
 class Progress:
     """Log ``label: done/total (pct) rate/s, eta`` at most every ``every_s`` seconds, and once at the end."""
 
-    def __init__(self, label: str, total: int, *, unit: str = "items", logger: logging.Logger | None = None,
-                 every_s: float = 5.0) -> None:
+    def __init__(
+        self, label: str, total: int, *, unit: str = "items", logger: logging.Logger | None = None, every_s: float = 5.0
+    ) -> None:
         self.label = label
         self.total = total
         self.unit = unit
@@ -43,9 +44,26 @@ class Progress:
         rate = self.rate
         pct = 100.0 * self.done / self.total if self.total else 100.0
         if final:
-            self.log.info("%s: %d/%d %s in %.1f s (%.1f %s/s)", self.label, self.done, self.total, self.unit,
-                          self.elapsed, rate, self.unit)
+            self.log.info(
+                "%s: %d/%d %s in %.1f s (%.1f %s/s)",
+                self.label,
+                self.done,
+                self.total,
+                self.unit,
+                self.elapsed,
+                rate,
+                self.unit,
+            )
         else:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            self.log.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, eta %.0f s", self.label, self.done, self.total,
-                          self.unit, pct, rate, self.unit, eta)
+            self.log.info(
+                "%s: %d/%d %s (%.0f%%), %.1f %s/s, eta %.0f s",
+                self.label,
+                self.done,
+                self.total,
+                self.unit,
+                pct,
+                rate,
+                self.unit,
+                eta,
+            )

@@ -31,9 +31,17 @@ TXT_ROUNDING = 5e-7
 _NAMED = 10  # missing/invalid stems named in a printed line (the record keeps them all)
 
 
-def reference_logits(bin_path: str | Path, output: str | Path, *, model_name: str = DEFAULT_MODEL,
-                     resume: str | Path | None = None, random_init: bool = False, seed: int = 0,
-                     limit: int | None = 16, batch_size: int = 8) -> dict[str, Any]:
+def reference_logits(
+    bin_path: str | Path,
+    output: str | Path,
+    *,
+    model_name: str = DEFAULT_MODEL,
+    resume: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    limit: int | None = 16,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """PyTorch eager fp32 logits for the first ``limit`` inputs of ``bin_path``; saved as ``output`` (.npz).
 
     The .npz holds ``stems`` (str), ``logits`` (float32, (K, 1000)) and ``meta`` (a JSON string with the model,
@@ -57,13 +65,15 @@ def reference_logits(bin_path: str | Path, output: str | Path, *, model_name: st
     progress = Progress("PyTorch reference", len(files), unit="images", logger=log)
     chunks: list[np.ndarray] = []
     for first in range(0, len(files), batch_size):
-        batch_files = files[first:first + batch_size]
+        batch_files = files[first : first + batch_size]
         arrays = []
         for path in batch_files:
             values = load_input(path)
             if values.size != expected_values:
-                raise InputError(f"input {path} has {values.size} float32 values, expected {expected_values} "
-                                 f"(3x{IMAGE_SIZE}x{IMAGE_SIZE}): is this a `twins preprocess` output?")
+                raise InputError(
+                    f"input {path} has {values.size} float32 values, expected {expected_values} "
+                    f"(3x{IMAGE_SIZE}x{IMAGE_SIZE}): is this a `twins preprocess` output?"
+                )
             arrays.append(values.reshape(3, IMAGE_SIZE, IMAGE_SIZE))
         with torch.no_grad():
             chunks.append(model(torch.from_numpy(np.stack(arrays))).numpy().astype(np.float32, copy=False))
@@ -73,13 +83,20 @@ def reference_logits(bin_path: str | Path, output: str | Path, *, model_name: st
     seconds = time.perf_counter() - start
 
     stems = [p.stem for p in files]
-    meta = {"model": model_name, **weights, "bin_path": str(bin_path), "limit": limit, "num_images": len(stems),
-            "dtype": "float32", "runtime": "pytorch eager cpu", "seconds": seconds}
+    meta = {
+        "model": model_name,
+        **weights,
+        "bin_path": str(bin_path),
+        "limit": limit,
+        "num_images": len(stems),
+        "dtype": "float32",
+        "runtime": "pytorch eager cpu",
+        "seconds": seconds,
+    }
     output = Path(output)
     with atomic_path(output) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, stems=np.array(stems, dtype=str), logits=logits, meta=np.array(json.dumps(meta)))
-    log.info("Saved PyTorch reference logits for %d images to %s (weights: %s)", len(stems), output,
-             weights["weights"])
+    log.info("Saved PyTorch reference logits for %d images to %s (weights: %s)", len(stems), output, weights["weights"])
     return {"reference": str(output), **meta, "first_stem": stems[0], "last_stem": stems[-1]}
 
 
@@ -105,8 +122,15 @@ def _named(stems: list[str]) -> str:
     return ", ".join(stems[:_NAMED]) + more
 
 
-def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: float | None = None,
-            atol: float | None = None, json_path: str | Path | None = None, check: bool = True) -> dict[str, Any]:
+def compare(
+    reference: str | Path,
+    pred_dir: str | Path,
+    *,
+    min_top1_agreement: float | None = None,
+    atol: float | None = None,
+    json_path: str | Path | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
     """Compare a backend's outputs in ``pred_dir`` with the reference logits; return the numbers.
 
     Missing outputs and unreadable ones (wrong size, bad file) are counted and named, never fatal; an output
@@ -118,8 +142,10 @@ def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: 
     stems, ref_logits, meta = load_reference(reference)
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise InputError(f"prediction folder {pred_dir} does not exist: pass --pred the folder of output files "
-                         "(<output>/<output_dirname> of the inference step)")
+        raise InputError(
+            f"prediction folder {pred_dir} does not exist: pass --pred the folder of output files "
+            "(<output>/<output_dirname> of the inference step)"
+        )
     outputs = find_outputs(pred_dir)
     num_classes = ref_logits.shape[1]
 
@@ -148,9 +174,11 @@ def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: 
         formats[path.suffix.lower().lstrip(".")] += 1
     progress.finish()
     if not compared:
-        raise MissingOutputError(f"none of the {len(stems)} reference images has a readable output in {pred_dir} "
-                                 f"({len(outputs)} output files found there, {len(invalid)} unreadable): is --pred "
-                                 "the output folder of an inference run on the same inputs?")
+        raise MissingOutputError(
+            f"none of the {len(stems)} reference images has a readable output in {pred_dir} "
+            f"({len(outputs)} output files found there, {len(invalid)} unreadable): is --pred "
+            "the output folder of an inference run on the same inputs?"
+        )
 
     ref = ref_logits[compared]
     pred = np.stack(preds)
@@ -158,7 +186,7 @@ def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: 
     top1 = float((pred.argmax(1) == ref.argmax(1)).mean())
     top5_ref = np.argsort(-ref, axis=1)[:, :5]
     top5_pred = np.argsort(-pred, axis=1)[:, :5]
-    top5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5_ref, top5_pred)]))
+    top5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5_ref, top5_pred, strict=False)]))
     # One ulp of the largest logit: float32 parsing of the rounded text adds at most that.
     rounding = TXT_ROUNDING + float(np.spacing(np.abs(ref).max())) if formats.get("txt") else 0.0
 
@@ -166,23 +194,44 @@ def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: 
     if min_top1_agreement is not None and top1 < min_top1_agreement:
         failures.append(f"top-1 agreement {top1:.1%} < {min_top1_agreement:.1%}")
     if atol is not None and float(diff.max()) > atol + rounding:
-        failures.append(f"max abs diff {float(diff.max()):.3g} > atol {atol:g}"
-                        + (f" + TXT rounding {rounding:.2g}" if rounding else ""))
+        failures.append(
+            f"max abs diff {float(diff.max()):.3g} > atol {atol:g}"
+            + (f" + TXT rounding {rounding:.2g}" if rounding else "")
+        )
     record: dict[str, Any] = {
-        "reference": str(reference), "pred": str(pred_dir), "model": meta.get("model"),
-        "reference_weights": meta.get("weights"), "random_init": meta.get("random_init"),
-        "num_reference": len(stems), "num_compared": len(compared), "num_missing": len(missing),
-        "missing": missing, "num_invalid": len(invalid), "invalid": invalid, "formats": dict(formats),
-        "top1_agreement": top1, "top5_overlap": top5, "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()), "txt_rounding": rounding,
-        "min_top1_agreement": min_top1_agreement, "atol": atol, "passed": not failures, "failures": failures,
+        "reference": str(reference),
+        "pred": str(pred_dir),
+        "model": meta.get("model"),
+        "reference_weights": meta.get("weights"),
+        "random_init": meta.get("random_init"),
+        "num_reference": len(stems),
+        "num_compared": len(compared),
+        "num_missing": len(missing),
+        "missing": missing,
+        "num_invalid": len(invalid),
+        "invalid": invalid,
+        "formats": dict(formats),
+        "top1_agreement": top1,
+        "top5_overlap": top5,
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "txt_rounding": rounding,
+        "min_top1_agreement": min_top1_agreement,
+        "atol": atol,
+        "passed": not failures,
+        "failures": failures,
     }
     if missing:
-        log.warning("%d of %d reference images have no output in %s: %s", len(missing), len(stems), pred_dir,
-                    _named(missing))
+        log.warning(
+            "%d of %d reference images have no output in %s: %s", len(missing), len(stems), pred_dir, _named(missing)
+        )
     if invalid:
-        log.warning("%d outputs in %s could not be read: %s", len(invalid), pred_dir,
-                    "; ".join(f"{k} ({v})" for k, v in list(invalid.items())[:_NAMED]))
+        log.warning(
+            "%d outputs in %s could not be read: %s",
+            len(invalid),
+            pred_dir,
+            "; ".join(f"{k} ({v})" for k, v in list(invalid.items())[:_NAMED]),
+        )
     log.info("%s", agreement_line(record))
     if json_path is not None:
         write_json_atomic(json_path, record)
@@ -192,14 +241,17 @@ def compare(reference: str | Path, pred_dir: str | Path, *, min_top1_agreement: 
 
 
 def _failure_message(record: dict[str, Any]) -> str:
-    return (f"outputs in {record['pred']} disagree with the PyTorch reference {record['reference']}: "
-            + "; ".join(record["failures"]))
+    return f"outputs in {record['pred']} disagree with the PyTorch reference {record['reference']}: " + "; ".join(
+        record["failures"]
+    )
 
 
 def agreement_line(record: dict[str, Any]) -> str:
-    line = (f"Agreement with PyTorch reference on {record['num_compared']} images: "
-            f"top-1 {100 * record['top1_agreement']:.1f}%, top-5 overlap {100 * record['top5_overlap']:.1f}%, "
-            f"max abs diff {record['max_abs_diff']:.2g}, mean abs diff {record['mean_abs_diff']:.2g}")
+    line = (
+        f"Agreement with PyTorch reference on {record['num_compared']} images: "
+        f"top-1 {100 * record['top1_agreement']:.1f}%, top-5 overlap {100 * record['top5_overlap']:.1f}%, "
+        f"max abs diff {record['max_abs_diff']:.2g}, mean abs diff {record['mean_abs_diff']:.2g}"
+    )
     if record["txt_rounding"]:
         line += f" (TXT outputs: %f rounding contributes up to {record['txt_rounding']:.1g})"
     return line
@@ -207,12 +259,16 @@ def agreement_line(record: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------------------- CLI
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from .export import add_weights_arguments
 
-    p = subparsers.add_parser("reference", help="PyTorch fp32 logits for the first N inputs (the parity reference)",
-                              description="Run the model in PyTorch eager fp32 on the first --limit inputs of "
-                                          "--bin_path (ais_bench order) and save the logits as .npz.")
+    p = subparsers.add_parser(
+        "reference",
+        help="PyTorch fp32 logits for the first N inputs (the parity reference)",
+        description="Run the model in PyTorch eager fp32 on the first --limit inputs of "
+        "--bin_path (ais_bench order) and save the logits as .npz.",
+    )
     p.add_argument("--bin_path", required=True, help="folder of preprocessed .bin/.npy inputs")
     p.add_argument("--output", type=Path, required=True, help=".npz file to write")
     add_weights_arguments(p)
@@ -220,32 +276,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.set_defaults(func=_reference_main)
 
-    c = subparsers.add_parser("compare", help="agreement of a backend's outputs with the PyTorch reference",
-                              description="Read a backend's outputs (TXT/NPY/BIN, ais_bench layout) for the "
-                                          "reference's images; print top-1 agreement and logit differences.")
+    c = subparsers.add_parser(
+        "compare",
+        help="agreement of a backend's outputs with the PyTorch reference",
+        description="Read a backend's outputs (TXT/NPY/BIN, ais_bench layout) for the "
+        "reference's images; print top-1 agreement and logit differences.",
+    )
     c.add_argument("--reference", type=Path, required=True, help=".npz written by `twins reference`")
     c.add_argument("--pred", type=Path, required=True, help="output folder of the inference step")
     c.add_argument("--json", dest="json_path", type=Path, default=None, help="write the numbers as JSON here")
-    c.add_argument("--min-top1-agreement", type=float, default=None,
-                   help="fail (exit 1) below this fraction of matching top-1 classes, e.g. 0.99")
-    c.add_argument("--atol", type=float, default=None,
-                   help="fail (exit 1) when a logit differs by more (TXT rounding is added)")
+    c.add_argument(
+        "--min-top1-agreement",
+        type=float,
+        default=None,
+        help="fail (exit 1) below this fraction of matching top-1 classes, e.g. 0.99",
+    )
+    c.add_argument(
+        "--atol", type=float, default=None, help="fail (exit 1) when a logit differs by more (TXT rounding is added)"
+    )
     c.set_defaults(func=_compare_main)
 
 
 def _reference_main(args: argparse.Namespace) -> int:
-    record = reference_logits(args.bin_path, args.output, model_name=args.model, resume=args.resume,
-                              random_init=args.random_init, seed=args.seed, limit=args.limit or None,
-                              batch_size=args.batch_size)
-    print(f"Wrote PyTorch reference logits for {record['num_images']} images "
-          f"({record['first_stem']} .. {record['last_stem']}) to {record['reference']}")
+    record = reference_logits(
+        args.bin_path,
+        args.output,
+        model_name=args.model,
+        resume=args.resume,
+        random_init=args.random_init,
+        seed=args.seed,
+        limit=args.limit or None,
+        batch_size=args.batch_size,
+    )
+    print(
+        f"Wrote PyTorch reference logits for {record['num_images']} images "
+        f"({record['first_stem']} .. {record['last_stem']}) to {record['reference']}"
+    )
     print(f"Weights: {record['weights']}")
     return 0
 
 
 def _compare_main(args: argparse.Namespace) -> int:
-    record = compare(args.reference, args.pred, min_top1_agreement=args.min_top1_agreement, atol=args.atol,
-                     json_path=args.json_path, check=False)
+    record = compare(
+        args.reference,
+        args.pred,
+        min_top1_agreement=args.min_top1_agreement,
+        atol=args.atol,
+        json_path=args.json_path,
+        check=False,
+    )
     print(agreement_line(record))
     if record["num_missing"]:
         print(f"Missing outputs: {record['num_missing']} of {record['num_reference']}: {_named(record['missing'])}")

@@ -40,8 +40,10 @@ def parse_baseline_numbers(spec: Any) -> dict[int, float] | None:
         if any(v <= 0 for v in numbers.values()):
             raise InputError(f"baseline {spec!r}: throughputs must be positive")
         return numbers
-    raise InputError(f"baseline {spec!r}: use none, a previous run id, a preset "
-                     f"({', '.join(BASELINE_PRESETS)}) or numbers per batch size like {{\"1\": 62.0}}")
+    raise InputError(
+        f"baseline {spec!r}: use none, a previous run id, a preset "
+        f'({", ".join(BASELINE_PRESETS)}) or numbers per batch size like {{"1": 62.0}}'
+    )
 
 
 def best_batch_size(throughput: Mapping[int, float | None]) -> int | None:
@@ -53,16 +55,28 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def perf_table(throughput: Mapping[int, float | None], *, label: str,
-               baseline: Mapping[int, float] | None = None, baseline_label: str = "baseline") -> str:
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value and base else None
+
+
+def perf_table(
+    throughput: Mapping[int, float | None],
+    *,
+    label: str,
+    baseline: Mapping[int, float] | None = None,
+    baseline_label: str = "baseline",
+) -> str:
     """Markdown: a throughput row per batch size, then baseline and ratio rows when a baseline is given."""
     sizes = sorted(throughput)
     header = "| throughput (img/s) | " + " | ".join(f"bs{bs}" for bs in sizes) + " |"
-    rows = [header, "|---|" + "---:|" * len(sizes),
-            f"| {label} | " + " | ".join(_fmt(throughput[bs]) for bs in sizes) + " |"]
+    rows = [
+        header,
+        "|---|" + "---:|" * len(sizes),
+        f"| {label} | " + " | ".join(_fmt(throughput[bs]) for bs in sizes) + " |",
+    ]
     if baseline:
         rows.append(f"| {baseline_label} | " + " | ".join(_fmt(baseline.get(bs)) for bs in sizes) + " |")
-        ratios = [throughput[bs] / baseline[bs] if throughput[bs] and baseline.get(bs) else None for bs in sizes]
+        ratios = [_ratio(throughput[bs], baseline.get(bs)) for bs in sizes]
         rows.append(f"| {label} / {baseline_label} | " + " | ".join(_fmt(r, ".2f") for r in ratios) + " |")
     best = best_batch_size(throughput)
     lines = "\n".join(rows)
@@ -72,32 +86,54 @@ def perf_table(throughput: Mapping[int, float | None], *, label: str,
 
 
 def accuracy_table(batches: Sequence[Mapping[str, Any]]) -> str:
-    rows = ["| batch size | top-1 % | top-5 % | images | missing | agreement top-1 % | max abs diff vs PyTorch |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| batch size | top-1 % | top-5 % | images | missing | agreement top-1 % | max abs diff vs PyTorch |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for b in sorted(batches, key=lambda b: b["batch_size"]):
-        rows.append(f"| {b['batch_size']} | {_fmt(b.get('top1'))} | {_fmt(b.get('top5'))} | "
-                    f"{b.get('num_images', '-')} | {b.get('num_missing', '-')} | {_fmt(b.get('agreement_top1'))} | "
-                    f"{_fmt(b.get('agreement_max_abs_diff'), '.2e')} |")
+        rows.append(
+            f"| {b['batch_size']} | {_fmt(b.get('top1'))} | {_fmt(b.get('top5'))} | "
+            f"{b.get('num_images', '-')} | {b.get('num_missing', '-')} | {_fmt(b.get('agreement_top1'))} | "
+            f"{_fmt(b.get('agreement_max_abs_diff'), '.2e')} |"
+        )
     return "\n".join(rows)
 
 
-def render(run: Mapping[str, Any], batches: Sequence[Mapping[str, Any]], *,
-           baseline: Mapping[int, float] | None = None, baseline_label: str = "baseline") -> str:
+def render(
+    run: Mapping[str, Any],
+    batches: Sequence[Mapping[str, Any]],
+    *,
+    baseline: Mapping[int, float] | None = None,
+    baseline_label: str = "baseline",
+) -> str:
     """The whole markdown report for one validation run."""
     throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
     label = f"{run.get('backend', '?')} ({run.get('device') or 'device ?'})"
     weights = run.get("weights", "?")
-    parts = [f"# Twins-SVT-L validation: {run.get('run_key', '')}", "",
-             f"- model: {run.get('model_name', '?')}, weights: {weights}",
-             f"- backend: {run.get('backend', '?')}, device: {run.get('device') or '?'}"
-             + (f", soc_version: {run['soc_version']}" if run.get("soc_version") else ""),
-             f"- dataset: {run.get('dataset_path', '?')} ({run.get('num_images', '?')} images)"]
+    parts = [
+        f"# Twins-SVT-L validation: {run.get('run_key', '')}",
+        "",
+        f"- model: {run.get('model_name', '?')}, weights: {weights}",
+        f"- backend: {run.get('backend', '?')}, device: {run.get('device') or '?'}"
+        + (f", soc_version: {run['soc_version']}" if run.get("soc_version") else ""),
+        f"- dataset: {run.get('dataset_path', '?')} ({run.get('num_images', '?')} images)",
+    ]
     if run.get("random_init"):
-        parts.append("- NOTE: random weights (no trained checkpoint): accuracy is chance level; agreement with "
-                     "the PyTorch reference is the meaningful number.")
+        parts.append(
+            "- NOTE: random weights (no trained checkpoint): accuracy is chance level; agreement with "
+            "the PyTorch reference is the meaningful number."
+        )
     if (run.get("config") or {}).get("synthetic_data"):
         parts.append("- NOTE: generated images, not ImageNet.")
-    parts += ["", "## Performance", "", perf_table(throughput, label=label, baseline=baseline,
-                                                    baseline_label=baseline_label),
-              "", "## Accuracy and agreement", "", accuracy_table(batches), ""]
+    parts += [
+        "",
+        "## Performance",
+        "",
+        perf_table(throughput, label=label, baseline=baseline, baseline_label=baseline_label),
+        "",
+        "## Accuracy and agreement",
+        "",
+        accuracy_table(batches),
+        "",
+    ]
     return "\n".join(parts)

@@ -38,7 +38,7 @@ def synthetic_photo(width: int, height: int, seed: int | list[int] = 0) -> Image
     x /= max(width - 1, 1)
     y /= max(height - 1, 1)
     angle = rng.uniform(0, 2 * np.pi)
-    t = (x * np.cos(angle) + y * np.sin(angle))
+    t = x * np.cos(angle) + y * np.sin(angle)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     start, end, glow = rng.uniform(0, 255, (3, 3)).astype(np.float32)
     cx, cy, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.15, 0.5)
@@ -94,8 +94,9 @@ def _save(image: Image.Image, kind: str, path: Path, rng: np.random.Generator) -
             image.save(tmp, "JPEG", quality=quality, progressive=bool(rng.uniform() < 0.2))
 
 
-def make_sample(out: str | Path, classes: int, per_class: int, seed: int = 0, *,
-                image_size: tuple[int, int] | None = None) -> list[Path]:
+def make_sample(
+    out: str | Path, classes: int, per_class: int, seed: int = 0, *, image_size: tuple[int, int] | None = None
+) -> list[Path]:
     """Write ``classes * per_class`` generated pictures in ImageNet val layout under ``out``; return their paths.
 
     :param image_size: (width, height) for the ordinary pictures (the special kinds keep their own sizes);
@@ -122,8 +123,16 @@ def make_sample(out: str | Path, classes: int, per_class: int, seed: int = 0, *,
             path = out / wnid / f"ILSVRC2012_val_{int(number):08d}.JPEG"
             _save(image, kind, path, image_rng)
             paths.append(path)
-    write_json_atomic(out / SAMPLE_MARKER, {"generated_by": "twins make-sample", "classes": classes,
-                                            "per_class": per_class, "seed": seed, "note": GENERATED_NOTE})
+    write_json_atomic(
+        out / SAMPLE_MARKER,
+        {
+            "generated_by": "twins make-sample",
+            "classes": classes,
+            "per_class": per_class,
+            "seed": seed,
+            "note": GENERATED_NOTE,
+        },
+    )
     log.info("Generated %d pictures in %d classes under %s (%s)", len(paths), classes, out, GENERATED_NOTE)
     return sorted(paths)
 
@@ -134,10 +143,13 @@ def is_generated(root: str | Path) -> bool:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make-sample", help="write a small generated dataset in ImageNet val layout",
-                              description="Write DIR/<wnid>/ILSVRC2012_val_*.JPEG with generated pictures "
-                                          "(not ImageNet) to try the pipeline: varied sizes, a grayscale, "
-                                          "a CMYK and a PNG-named-.JPEG file. Same seed, same bytes.")
+    p = subparsers.add_parser(
+        "make-sample",
+        help="write a small generated dataset in ImageNet val layout",
+        description="Write DIR/<wnid>/ILSVRC2012_val_*.JPEG with generated pictures "
+        "(not ImageNet) to try the pipeline: varied sizes, a grayscale, "
+        "a CMYK and a PNG-named-.JPEG file. Same seed, same bytes.",
+    )
     p.add_argument("--out", required=True, help="folder to write (created if missing)")
     p.add_argument("--classes", type=int, default=10, help="number of class folders (default 10)")
     p.add_argument("--per-class", type=int, default=5, help="pictures per class (default 5)")

@@ -14,11 +14,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine,
-                        delete, select)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 from .errors import InputError
 
@@ -61,8 +72,9 @@ class ValidationRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
-    batches: Mapped[list[BatchResult]] = relationship(back_populates="run", cascade="all, delete-orphan",
-                                                      order_by="BatchResult.batch_size")
+    batches: Mapped[list[BatchResult]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="BatchResult.batch_size"
+    )
 
 
 class BatchResult(Base):
@@ -112,6 +124,7 @@ def _with_driver(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgres", "postgresql"):
         import importlib.util
+
         driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
         return f"postgresql+{driver}{sep}{rest}"
     return url
@@ -121,7 +134,7 @@ def _shown(url: str) -> str:
     """The URL for messages, password hidden even when the URL does not parse."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparseable URL: show at most its scheme
+    except Exception:
         scheme, sep, _ = url.partition("://")
         return f"{scheme}://..." if sep else "(not a URL)"
 
@@ -135,8 +148,10 @@ class ResultsStore:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = _with_driver(url or default_url())
-        where = (f"(from --results-url, ${URL_ENV} or the Airflow Connection twins_results; e.g. "
-                 f"sqlite:////abs/path/{DEFAULT_SQLITE_NAME} or postgresql://user:password@host:5432/db)")
+        where = (
+            f"(from --results-url, ${URL_ENV} or the Airflow Connection twins_results; e.g. "
+            f"sqlite:////abs/path/{DEFAULT_SQLITE_NAME} or postgresql://user:password@host:5432/db)"
+        )
         try:
             self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -145,8 +160,10 @@ class ResultsStore:
             Base.metadata.create_all(self.engine)
         except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise InputError(f"cannot open the results database {self.describe()}: {reason}. Check the URL "
-                             f"{where} and that the database server is running and reachable") from exc
+            raise InputError(
+                f"cannot open the results database {self.describe()}: {reason}. Check the URL "
+                f"{where} and that the database server is running and reachable"
+            ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def describe(self) -> str:
@@ -178,9 +195,11 @@ class ResultsStore:
                 session.add(row)
             for key, value in run.items():
                 setattr(row, key, _parse_time(value) if key.endswith("_at") else value)
-            row.recorded_at = dt.datetime.now(dt.timezone.utc)
+            row.recorded_at = dt.datetime.now(dt.UTC)
             session.flush()
-            existing = {b.batch_size: b for b in session.scalars(select(BatchResult).where(BatchResult.run_id == row.id))}
+            existing = {
+                b.batch_size: b for b in session.scalars(select(BatchResult).where(BatchResult.run_id == row.id))
+            }
             for batch in batches:
                 data = {k: v for k, v in batch.items() if k in BATCH_FIELDS}
                 result = existing.pop(int(data["batch_size"]), None)
@@ -207,10 +226,12 @@ class ResultsStore:
 
     def last_successful(self, config_key: str, *, exclude_run_key: str | None = None) -> dict[str, Any] | None:
         """The latest run of the same configuration that succeeded and did not itself regress."""
-        query = (select(ValidationRun)
-                 .where(ValidationRun.config_key == config_key, ValidationRun.status == "success")
-                 .where((ValidationRun.regression_status.is_(None)) | (ValidationRun.regression_status != "failed"))
-                 .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc()))
+        query = (
+            select(ValidationRun)
+            .where(ValidationRun.config_key == config_key, ValidationRun.status == "success")
+            .where((ValidationRun.regression_status.is_(None)) | (ValidationRun.regression_status != "failed"))
+            .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc())
+        )
         if exclude_run_key:
             query = query.where(ValidationRun.run_key != exclude_run_key)
         with self._sessions() as session:
@@ -225,9 +246,12 @@ class ResultsStore:
     def count_rows(self) -> tuple[int, int]:
         """(runs, batch results): for tests and health checks."""
         from sqlalchemy import func
+
         with self._sessions() as session:
-            return (session.scalar(select(func.count()).select_from(ValidationRun)) or 0,
-                    session.scalar(select(func.count()).select_from(BatchResult)) or 0)
+            return (
+                session.scalar(select(func.count()).select_from(ValidationRun)) or 0,
+                session.scalar(select(func.count()).select_from(BatchResult)) or 0,
+            )
 
 
 def _as_dict(row: ValidationRun) -> dict[str, Any]:
@@ -255,9 +279,13 @@ def _main(args: argparse.Namespace) -> int:
     print(f"results database: {store.describe()}")
     for run in store.list_runs(args.limit):
         best = max(run["batches"], key=lambda b: b["throughput"] or 0, default=None)
-        best_text = f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
+        best_text = (
+            f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
+        )
         top1 = next((b["top1"] for b in run["batches"] if b["top1"] is not None), None)
         data = "  GENERATED DATA" if (run.get("config") or {}).get("synthetic_data") else ""
-        print(f"{run['run_key']}  {run['backend']}  {run['weights']}{data}  {run['status']}"
-              f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}")
+        print(
+            f"{run['run_key']}  {run['backend']}  {run['weights']}{data}  {run['status']}"
+            f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}"
+        )
     return 0

@@ -41,8 +41,15 @@ class ToolResult:
 class ToolRunner(Protocol):
     """What backends call to run a tool; the Airflow hook provides one that logs into the task log."""
 
-    def __call__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-                 timeout: float | None = None, title: str | None = None) -> ToolResult: ...
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        title: str | None = None,
+    ) -> ToolResult: ...
 
 
 def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -62,9 +69,16 @@ def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             continue
 
 
-def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-             timeout: float | None = None, title: str | None = None, logger: logging.Logger | None = None,
-             on_start: Callable[[subprocess.Popen], None] | None = None) -> ToolResult:
+def run_tool(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+    title: str | None = None,
+    logger: logging.Logger | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+) -> ToolResult:
     """Run ``argv``; log every line as it arrives; return exit code and the last lines.
 
     :param title: fold the tool's output under ``::group::title`` in the Airflow log view.
@@ -75,16 +89,24 @@ def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: 
     lines: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
     out.info("Running: %s", argv)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
-                            env=dict(env) if env is not None else None, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
     if on_start is not None:
         on_start(proc)
     timed_out = threading.Event()
     timer = None
     if timeout:
+
         def _expire() -> None:
             timed_out.set()
             kill_process_group(proc)
+
         timer = threading.Timer(timeout, _expire)
         timer.daemon = True
         timer.start()
@@ -107,5 +129,6 @@ def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: 
             out.info("::endgroup::")
     seconds = time.perf_counter() - start
     out.info("%s exited with code %s after %.1f s", os.path.basename(argv[0]), proc.returncode, seconds)
-    return ToolResult(argv=argv, exit_code=proc.returncode, lines=list(lines), seconds=seconds,
-                      timed_out=timed_out.is_set())
+    return ToolResult(
+        argv=argv, exit_code=proc.returncode, lines=list(lines), seconds=seconds, timed_out=timed_out.is_set()
+    )

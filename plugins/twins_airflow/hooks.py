@@ -54,20 +54,31 @@ class ToolHook(SubprocessHook):
         def keep(proc: subprocess.Popen) -> None:
             self.sub_process = proc
 
-        return run_tool(command, env=env, cwd=cwd, timeout=timeout, title=title, logger=self.log, on_start=keep)
+        return run_tool(command, env=env, cwd=cwd, timeout=timeout, title=title, logger=self.log, on_start=keep)  # type: ignore[arg-type]
 
-    def __call__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-                 timeout: float | None = None, title: str | None = None) -> ToolResult:
-        return self.run_command(list(argv), env=dict(env) if env is not None else None, cwd=cwd, timeout=timeout,
-                                title=title)
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        title: str | None = None,
+    ) -> ToolResult:
+        return self.run_command(
+            list(argv), env=dict(env) if env is not None else None, cwd=cwd, timeout=timeout, title=title
+        )
 
     def send_sigterm(self) -> None:
         """Stop the running tool and its children: SIGTERM to its process group, SIGKILL after the grace."""
         proc = self.sub_process
         if proc is None:
             return
-        self.log.info("Sending SIGTERM to the process group of %s (pid %d)", proc.args[0] if proc.args else "tool",
-                      proc.pid)
+        self.log.info(
+            "Sending SIGTERM to the process group of %s (pid %d)",
+            proc.args[0] if isinstance(proc.args, list) and proc.args else "tool",
+            proc.pid,
+        )
         if proc.poll() is None:
             kill_process_group(proc, grace_s=self.kill_grace_s)
             return

@@ -9,7 +9,6 @@ its errors into task failures.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -39,8 +38,9 @@ def _is_template(value: Any) -> bool:
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     """Validate a literal integer argument now; templates and XComArgs are checked after rendering."""
-    if isinstance(value, bool) or (isinstance(value, (int, str)) and not _is_template(value)
-                                   and not _int_at_least(value, minimum)):
+    if isinstance(value, bool) or (
+        isinstance(value, (int, str)) and not _is_template(value) and not _int_at_least(value, minimum)
+    ):
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum} (or a template)")
 
 
@@ -62,8 +62,10 @@ def _artifact_path(artifact: Any) -> Path:
     """The .om path, from a path or from CompileOperator's XCom (its ``artifact`` entry)."""
     if isinstance(artifact, dict):
         if "artifact" not in artifact:
-            raise AirflowFailException(f"artifact={artifact!r} is a dict without an 'artifact' entry: pass the "
-                                       "compiled model's path or CompileOperator's XCom")
+            raise AirflowFailException(
+                f"artifact={artifact!r} is a dict without an 'artifact' entry: pass the "
+                "compiled model's path or CompileOperator's XCom"
+            )
         artifact = artifact["artifact"]
     return Path(str(artifact))
 
@@ -143,8 +145,7 @@ class CompileOperator(BackendOperator):
     template_fields: Sequence[str] = (*BackendOperator.template_fields, "model", "batch_size", "cache_dir", "name")
     ui_color = "#f4e8d8"
 
-    def __init__(self, *, model: str, batch_size: int | str, cache_dir: str, name: str | None = None,
-                 **kwargs) -> None:
+    def __init__(self, *, model: str, batch_size: int | str, cache_dir: str, name: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         _check_int("batch_size", batch_size, 1)
         self.model = model
@@ -157,8 +158,12 @@ class CompileOperator(BackendOperator):
         if not Path(self.model).is_file():  # before the cache hashes it
             raise InputError(f"ONNX model {self.model} not found: run the export step first")
         record = compile_cached(backend, self.model, batch_size, self.cache_dir, name=self.name or None)
-        self.log.info("Artifact for batch size %d: %s (%s)", batch_size, record["artifact"],
-                      "reused" if record["cached"] else f"compiled in {record['compile_seconds']:.1f} s")
+        self.log.info(
+            "Artifact for batch size %d: %s (%s)",
+            batch_size,
+            record["artifact"],
+            "reused" if record["cached"] else f"compiled in {record['compile_seconds']:.1f} s",
+        )
         return record
 
 
@@ -178,12 +183,28 @@ class InferOperator(BackendOperator):
     :param outfmt: ``TXT`` (as the recipe), ``NPY`` or ``BIN``. (templated)
     """
 
-    template_fields: Sequence[str] = (*BackendOperator.template_fields, "artifact", "inputs", "batch_size",
-                                      "output_root", "output_dirname", "outfmt")
+    template_fields: Sequence[str] = (
+        *BackendOperator.template_fields,
+        "artifact",
+        "inputs",
+        "batch_size",
+        "output_root",
+        "output_dirname",
+        "outfmt",
+    )
     ui_color = "#d8e8f4"
 
-    def __init__(self, *, artifact: str | dict[str, Any], inputs: str, batch_size: int | str, output_root: str,
-                 output_dirname: str | None = None, outfmt: str = "TXT", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        artifact: str | dict[str, Any],
+        inputs: str,
+        batch_size: int | str,
+        output_root: str,
+        output_dirname: str | None = None,
+        outfmt: str = "TXT",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         _check_int("batch_size", batch_size, 1)
         if isinstance(outfmt, str) and not _is_template(outfmt) and outfmt.upper() not in OUTPUT_FORMATS:
@@ -201,10 +222,15 @@ class InferOperator(BackendOperator):
         # The recipe names the result folder after the model: <name>_bs<N> (atc may add _linux_<arch>).
         name = self.output_dirname or re.sub(r"_linux_[a-z0-9_]+$", "", artifact.stem)
         # Written under a temporary name and renamed when complete: a retry never mixes two attempts.
-        record = infer_step(backend, artifact, self.inputs, batch_size, Path(self.output_root), name,
-                            str(self.outfmt).upper())
-        self.log.info("%d outputs in %s (%.1f images/s end to end)", record["num_outputs"], record["output_dir"],
-                      record["throughput"])
+        record = infer_step(
+            backend, artifact, self.inputs, batch_size, Path(self.output_root), name, str(self.outfmt).upper()
+        )
+        self.log.info(
+            "%d outputs in %s (%.1f images/s end to end)",
+            record["num_outputs"],
+            record["output_dir"],
+            record["throughput"],
+        )
         return record
 
 
@@ -222,8 +248,15 @@ class PerfOperator(BackendOperator):
     template_fields: Sequence[str] = (*BackendOperator.template_fields, "artifact", "batch_size", "loop", "warmup")
     ui_color = "#f4d8e8"
 
-    def __init__(self, *, artifact: str | dict[str, Any], batch_size: int | str, loop: int | str = 20,
-                 warmup: int | str = 1, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        artifact: str | dict[str, Any],
+        batch_size: int | str,
+        loop: int | str = 20,
+        warmup: int | str = 1,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         _check_int("batch_size", batch_size, 1)
         _check_int("loop", loop, 1)
@@ -234,8 +267,17 @@ class PerfOperator(BackendOperator):
         self.warmup = warmup
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
-        result = backend.perf(_artifact_path(self.artifact), _as_int("batch_size", self.batch_size, 1),
-                              loop=_as_int("loop", self.loop, 1), warmup=_as_int("warmup", self.warmup, 0))
-        self.log.info("Batch size %d: %.1f images/s (mean %.3f ms per batch over %d runs)", result.batch_size,
-                      result.throughput, result.mean_ms, result.loop)
+        result = backend.perf(
+            _artifact_path(self.artifact),
+            _as_int("batch_size", self.batch_size, 1),
+            loop=_as_int("loop", self.loop, 1),
+            warmup=_as_int("warmup", self.warmup, 0),
+        )
+        self.log.info(
+            "Batch size %d: %.1f images/s (mean %.3f ms per batch over %d runs)",
+            result.batch_size,
+            result.throughput,
+            result.mean_ms,
+            result.loop,
+        )
         return result.to_dict()

@@ -13,9 +13,23 @@ SET_ENV = DOUBLES / "set_env.sh"
 BIN_BYTES = 3 * 224 * 224 * 4
 
 # Every FAKE_* knob the doubles read: tests clear them so that a developer's shell cannot leak in.
-FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SUFFIX", "FAKE_ATC_SLEEP", "FAKE_NPU_COUNT", "FAKE_NPU_NAME",
-             "FAKE_NPU_AICORE", "FAKE_NPU_MEMORY", "FAKE_NPU_AICORE_FILE", "FAKE_AIS_SUMMARY", "FAKE_AIS_FORMAT",
-             "FAKE_AIS_CRASH", "FAKE_AIS_DROP", "FAKE_AIS_SLEEP", "FAKE_AIS_MS_PER_IMAGE", "TWINS_DOUBLES_LOG")
+FAKE_VARS = (
+    "FAKE_ATC_FAIL",
+    "FAKE_ATC_SUFFIX",
+    "FAKE_ATC_SLEEP",
+    "FAKE_NPU_COUNT",
+    "FAKE_NPU_NAME",
+    "FAKE_NPU_AICORE",
+    "FAKE_NPU_MEMORY",
+    "FAKE_NPU_AICORE_FILE",
+    "FAKE_AIS_SUMMARY",
+    "FAKE_AIS_FORMAT",
+    "FAKE_AIS_CRASH",
+    "FAKE_AIS_DROP",
+    "FAKE_AIS_SLEEP",
+    "FAKE_AIS_MS_PER_IMAGE",
+    "TWINS_DOUBLES_LOG",
+)
 
 
 def make_inputs(folder: str | os.PathLike, count: int, *, seed: int = 0, prefix: str = "ILSVRC2012_val_") -> list[Path]:

@@ -15,11 +15,21 @@ from typing import Any
 from ..errors import InputError
 from .base import Backend, CompileResult, InferResult
 
-__all__ = ["Backend", "CompileResult", "InferResult", "BACKENDS", "get_backend", "resolve_backend_name",
-           "add_backend_arguments", "backend_from_args"]
+__all__ = [
+    "Backend",
+    "CompileResult",
+    "InferResult",
+    "BACKENDS",
+    "get_backend",
+    "resolve_backend_name",
+    "add_backend_arguments",
+    "backend_from_args",
+]
 
-BACKENDS = {"onnxruntime": "twins_tasks.backends.onnxruntime:OnnxRuntimeBackend",
-            "ascend": "twins_tasks.backends.ascend:AscendBackend"}
+BACKENDS = {
+    "onnxruntime": "twins_tasks.backends.onnxruntime:OnnxRuntimeBackend",
+    "ascend": "twins_tasks.backends.ascend:AscendBackend",
+}
 
 DEFAULT_CANN_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
 
@@ -45,11 +55,16 @@ def get_backend(name: str, **options: Any) -> Backend:
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by compile/infer/perf; each backend reads the ones it knows."""
-    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                        help="auto = ascend when atc/CANN is installed, else onnxruntime")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *BACKENDS],
+        help="auto = ascend when atc/CANN is installed, else onnxruntime",
+    )
     g = parser.add_argument_group("onnxruntime backend")
-    g.add_argument("--providers", default=None,
-                   help="comma-separated ONNX Runtime execution providers (default: best available)")
+    g.add_argument(
+        "--providers", default=None, help="comma-separated ONNX Runtime execution providers (default: best available)"
+    )
     g.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     a = parser.add_argument_group("ascend backend")
     a.add_argument("--device", "-d", type=int, default=0, help="NPU device id")
@@ -57,8 +72,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--soc_version", default="auto", help="e.g. Ascend310P3; auto = from npu-smi info")
     a.add_argument("--precision_mode", default=None)
     a.add_argument("--op_select_implmode", default=None)
-    a.add_argument("--python", dest="ais_bench_python", default=None,
-                   help="Python interpreter that has ais_bench installed")
+    a.add_argument(
+        "--python", dest="ais_bench_python", default=None, help="Python interpreter that has ais_bench installed"
+    )
 
 
 def backend_from_args(args: argparse.Namespace) -> Backend:

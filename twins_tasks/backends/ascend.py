@@ -38,8 +38,7 @@ from .base import Backend, CompileResult, InferResult
 
 log = logging.getLogger(__name__)
 
-PRECISION_MODES = ("force_fp16", "allow_mix_precision", "allow_fp32_to_fp16", "must_keep_origin_dtype",
-                   "force_fp32")
+PRECISION_MODES = ("force_fp16", "allow_mix_precision", "allow_fp32_to_fp16", "must_keep_origin_dtype", "force_fp32")
 OP_SELECT_IMPLMODES = ("high_precision", "high_performance")
 OUTPUT_TYPES = ("FP32", "FP16", "UINT8", "INT8")
 # Ascend310, Ascend310P3, Ascend910B3, Ascend910_9391 ...: a word, never a path or an option.
@@ -59,17 +58,35 @@ _NPU_SMI_PLACES = ("/usr/local/sbin/npu-smi", "/usr/local/bin/npu-smi")
 # Pure functions: the commands, and the npu-smi table. Tests compare these with the recipe's own text.
 # ----------------------------------------------------------------------------------------------------------
 
-def atc_command(model: str | os.PathLike, output: str | os.PathLike, batch_size: int, soc_version: str, *,
-                atc: str = "atc", precision_mode: str | None = None, op_select_implmode: str | None = None,
-                dynamic_batch_size: str | None = None, insert_op_conf: str | os.PathLike | None = None,
-                output_type: str | None = None) -> list[str]:
+
+def atc_command(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    batch_size: int,
+    soc_version: str,
+    *,
+    atc: str = "atc",
+    precision_mode: str | None = None,
+    op_select_implmode: str | None = None,
+    dynamic_batch_size: str | None = None,
+    insert_op_conf: str | os.PathLike | None = None,
+    output_type: str | None = None,
+) -> list[str]:
     """The recipe's atc command as argv; ``output`` is the artifact path without ``.om`` (atc appends it).
 
     With ``dynamic_batch_size`` ("1,2,4,8") the batch dimension of ``--input_shape`` is -1, as atc requires.
     """
     batch = "-1" if dynamic_batch_size else str(batch_size)
-    argv = [atc, "--framework=5", f"--model={model}", f"--output={output}", "--input_format=NCHW",
-            f"--input_shape=input:{batch},3,224,224", "--log=error", f"--soc_version={soc_version}"]
+    argv = [
+        atc,
+        "--framework=5",
+        f"--model={model}",
+        f"--output={output}",
+        "--input_format=NCHW",
+        f"--input_shape=input:{batch},3,224,224",
+        "--log=error",
+        f"--soc_version={soc_version}",
+    ]
     if precision_mode:
         argv.append(f"--precision_mode={precision_mode}")
     if op_select_implmode:
@@ -83,28 +100,71 @@ def atc_command(model: str | os.PathLike, output: str | os.PathLike, batch_size:
     return argv
 
 
-def ais_bench_infer_command(artifact: str | os.PathLike, inputs: str | os.PathLike, batch_size: int,
-                            output: str | os.PathLike, output_dirname: str, outfmt: str = "TXT", *,
-                            device: int = 0, python: str = "python",
-                            dym_batch: int | None = None) -> list[str]:
+def ais_bench_infer_command(
+    artifact: str | os.PathLike,
+    inputs: str | os.PathLike,
+    batch_size: int,
+    output: str | os.PathLike,
+    output_dirname: str,
+    outfmt: str = "TXT",
+    *,
+    device: int = 0,
+    python: str = "python",
+    dym_batch: int | None = None,
+) -> list[str]:
     """The recipe's inference command as argv, with ``--device`` appended (the recipe relies on device 0)."""
-    argv = [python, "-m", "ais_bench", "--model", str(artifact), "--input", str(inputs), "--batchsize",
-            str(batch_size), "--output", str(output), "--output_dirname", output_dirname, "--outfmt", outfmt,
-            "--device", str(device)]
+    argv = [
+        python,
+        "-m",
+        "ais_bench",
+        "--model",
+        str(artifact),
+        "--input",
+        str(inputs),
+        "--batchsize",
+        str(batch_size),
+        "--output",
+        str(output),
+        "--output_dirname",
+        output_dirname,
+        "--outfmt",
+        outfmt,
+        "--device",
+        str(device),
+    ]
     if dym_batch is not None:
         argv += ["--dymBatch", str(dym_batch)]
     return argv
 
 
-def ais_bench_perf_command(artifact: str | os.PathLike, batch_size: int, *, loop: int = 20, warmup: int = 1,
-                           device: int = 0, python: str = "python", dym_batch: int | None = None) -> list[str]:
+def ais_bench_perf_command(
+    artifact: str | os.PathLike,
+    batch_size: int,
+    *,
+    loop: int = 20,
+    warmup: int = 1,
+    device: int = 0,
+    python: str = "python",
+    dym_batch: int | None = None,
+) -> list[str]:
     """The recipe's pure-performance command as argv, with ``--device`` appended.
 
     ``--warmup_count`` is added only when it differs from ais_bench's default (1), so the default
     command stays the recipe's.
     """
-    argv = [python, "-m", "ais_bench", "--model", str(artifact), "--loop", str(loop), "--batchsize",
-            str(batch_size), "--device", str(device)]
+    argv = [
+        python,
+        "-m",
+        "ais_bench",
+        "--model",
+        str(artifact),
+        "--loop",
+        str(loop),
+        "--batchsize",
+        str(batch_size),
+        "--device",
+        str(device),
+    ]
     if warmup != 1:
         argv += ["--warmup_count", str(warmup)]
     if dym_batch is not None:
@@ -147,8 +207,10 @@ class NpuDevice:
         total = self.hbm_total_mb or self.memory_total_mb
         if total:
             memory += f" / {total} MB"
-        return f"device {self.device_id} (NPU {self.npu_id} chip {self.chip_id}, {self.soc_version}, " \
-               f"health {self.health}): AICore {aicore}, memory {memory}"
+        return (
+            f"device {self.device_id} (NPU {self.npu_id} chip {self.chip_id}, {self.soc_version}, "
+            f"health {self.health}): AICore {aicore}, memory {memory}"
+        )
 
 
 def _number(text: str) -> float | None:
@@ -198,8 +260,13 @@ def parse_npu_smi(text: str) -> list[NpuDevice]:
         # NPU rows carry a health word (OK, Warning, Alarm, Critical) where chip rows carry a bus id.
         if len(first) >= 2 and _HEALTH.fullmatch(cells[1]):
             stats = cells[2].split()
-            current = (int(first[0]), first[1], cells[1],
-                       _number(stats[0]) if stats else None, _number(stats[1]) if len(stats) > 1 else None)
+            current = (
+                int(first[0]),
+                first[1],
+                cells[1],
+                _number(stats[0]) if stats else None,
+                _number(stats[1]) if len(stats) > 1 else None,
+            )
         elif current is not None:
             npu_id, name, health, power, temp = current
             chip_id = int(first[0])
@@ -212,10 +279,23 @@ def parse_npu_smi(text: str) -> list[NpuDevice]:
             pairs = _usage_pairs(cells[2])
             mem = pairs[0] if pairs else (None, None)
             hbm = pairs[1] if len(pairs) > 1 else (None, None)
-            devices.append(NpuDevice(npu_id=npu_id, chip_id=chip_id, device_id=device_id, chip_name=name,
-                                     health=health, bus_id=cells[1], aicore_percent=aicore,
-                                     memory_used_mb=mem[0], memory_total_mb=mem[1], hbm_used_mb=hbm[0],
-                                     hbm_total_mb=hbm[1], power_w=power, temp_c=temp))
+            devices.append(
+                NpuDevice(
+                    npu_id=npu_id,
+                    chip_id=chip_id,
+                    device_id=device_id,
+                    chip_name=name,
+                    health=health,
+                    bus_id=cells[1],
+                    aicore_percent=aicore,
+                    memory_used_mb=mem[0],
+                    memory_total_mb=mem[1],
+                    hbm_used_mb=hbm[0],
+                    hbm_total_mb=hbm[1],
+                    power_w=power,
+                    temp_c=temp,
+                )
+            )
     return devices
 
 
@@ -225,31 +305,38 @@ def find_device(devices: Sequence[NpuDevice], device: int) -> NpuDevice:
         if dev.device_id == device:
             return dev
     if not devices:
-        raise ToolError("npu-smi info showed no NPU device: is the Ascend driver loaded (see `npu-smi info` "
-                        "and dmesg), and, in a container, are /dev/davinci* passed through?")
+        raise ToolError(
+            "npu-smi info showed no NPU device: is the Ascend driver loaded (see `npu-smi info` "
+            "and dmesg), and, in a container, are /dev/davinci* passed through?"
+        )
     shown = ", ".join(f"{d.device_id} ({d.soc_version})" for d in devices)
     raise InputError(f"NPU device {device} is not in `npu-smi info` (devices: {shown}): set device to one of them")
 
 
-def load_cann_env(set_env: str | os.PathLike, *, base_env: Mapping[str, str] | None = None,
-                  timeout: float = 120.0) -> dict[str, str]:
+def load_cann_env(
+    set_env: str | os.PathLike, *, base_env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> dict[str, str]:
     """The environment after ``source <set_env>``, as a dict (the script path is an argument, not code)."""
     path = Path(set_env)
     if not path.is_file():
-        raise InputError(f"CANN environment script {path} not found: install the CANN toolkit "
-                         "(Ascend-cann-toolkit_*.run, which provides set_env.sh) or point TWINS_CANN_ENV / "
-                         "cann_env at its set_env.sh (e.g. /usr/local/Ascend/ascend-toolkit/set_env.sh)")
+        raise InputError(
+            f"CANN environment script {path} not found: install the CANN toolkit "
+            "(Ascend-cann-toolkit_*.run, which provides set_env.sh) or point TWINS_CANN_ENV / "
+            "cann_env at its set_env.sh (e.g. /usr/local/Ascend/ascend-toolkit/set_env.sh)"
+        )
     # The script's own output goes to stderr (kept for the error message); stdout carries only `env -0`.
     argv = ["bash", "-c", 'source "$1" >&2 && env -0', "_", str(path)]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout,
-                              env=dict(base_env) if base_env is not None else None)
+        proc = subprocess.run(
+            argv, capture_output=True, timeout=timeout, env=dict(base_env) if base_env is not None else None
+        )
     except subprocess.TimeoutExpired as exc:
         raise ToolError(f"sourcing {path} did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "backslashreplace").strip().splitlines()[-TAIL_LINES:]
-        raise ToolError(f"sourcing {path} failed (exit {proc.returncode}): " + " | ".join(err),
-                        exit_code=proc.returncode, lines=err)
+        raise ToolError(
+            f"sourcing {path} failed (exit {proc.returncode}): " + " | ".join(err), exit_code=proc.returncode, lines=err
+        )
     env: dict[str, str] = {}
     for item in proc.stdout.split(b"\0"):
         key, sep, value = item.decode("utf-8", "surrogateescape").partition("=")
@@ -276,8 +363,10 @@ def _check_choice(key: str, value: str | None, allowed: Sequence[str]) -> str | 
 
 def _check_plain_name(key: str, value: str) -> str:
     if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or value in (".", ".."):
-        raise InputError(f"{key}={value!r} must be a plain name (letters, digits, '_', '.', '-', '+', '='; "
-                         "no path separator, space or shell syntax; not starting with '-' or '.')")
+        raise InputError(
+            f"{key}={value!r} must be a plain name (letters, digits, '_', '.', '-', '+', '='; "
+            "no path separator, space or shell syntax; not starting with '-' or '.')"
+        )
     return value
 
 
@@ -302,6 +391,7 @@ def _normalise_dynamic_batch(value: str | Sequence[int] | None) -> str | None:
 # The backend
 # ----------------------------------------------------------------------------------------------------------
 
+
 class AscendBackend(Backend):
     """``atc`` compiles, ``python -m ais_bench`` infers and measures, ``npu-smi`` names the chip.
 
@@ -320,15 +410,29 @@ class AscendBackend(Backend):
     name: ClassVar[str] = "ascend"
     artifact_suffix: ClassVar[str] = ".om"
 
-    def __init__(self, *, runner: ToolRunner | None = None, cann_env: str | os.PathLike | None = None,
-                 device: int = 0, soc_version: str = "auto", precision_mode: str | None = None,
-                 op_select_implmode: str | None = None, dynamic_batch_size: str | Sequence[int] | None = None,
-                 insert_op_conf: str | os.PathLike | None = None, output_type: str | None = None,
-                 ais_bench_python: str | None = None, atc_path: str = "atc", npu_smi_path: str = "npu-smi",
-                 compile_timeout: float | None = 3600.0, infer_timeout: float | None = 6 * 3600.0,
-                 perf_timeout: float | None = 1800.0, idle_aicore_max: float | None = 5.0,
-                 idle_memory_max_mb: int | None = None, idle_wait_s: float = 300.0,
-                 idle_poll_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        runner: ToolRunner | None = None,
+        cann_env: str | os.PathLike | None = None,
+        device: int = 0,
+        soc_version: str = "auto",
+        precision_mode: str | None = None,
+        op_select_implmode: str | None = None,
+        dynamic_batch_size: str | Sequence[int] | None = None,
+        insert_op_conf: str | os.PathLike | None = None,
+        output_type: str | None = None,
+        ais_bench_python: str | None = None,
+        atc_path: str = "atc",
+        npu_smi_path: str = "npu-smi",
+        compile_timeout: float | None = 3600.0,
+        infer_timeout: float | None = 6 * 3600.0,
+        perf_timeout: float | None = 1800.0,
+        idle_aicore_max: float | None = 5.0,
+        idle_memory_max_mb: int | None = None,
+        idle_wait_s: float = 300.0,
+        idle_poll_s: float = 5.0,
+    ) -> None:
         self.runner: ToolRunner = runner or run_tool
         self.cann_env = str(cann_env or os.environ.get("TWINS_CANN_ENV") or DEFAULT_CANN_ENV)
         try:  # templated Airflow values arrive as strings
@@ -338,14 +442,15 @@ class AscendBackend(Backend):
         except (TypeError, ValueError):
             raise InputError(f"device={device!r} must be a non-negative integer (logical NPU device id)") from None
         if soc_version != "auto" and not _SOC.fullmatch(str(soc_version)):
-            raise InputError(f"soc_version={soc_version!r} must be 'auto' or an Ascend SoC name such as "
-                             "Ascend310P3 (see `npu-smi info`: 'Ascend' + the Name column)")
+            raise InputError(
+                f"soc_version={soc_version!r} must be 'auto' or an Ascend SoC name such as "
+                "Ascend310P3 (see `npu-smi info`: 'Ascend' + the Name column)"
+            )
         self.soc_version = soc_version
         self.precision_mode = _check_choice("precision_mode", precision_mode, PRECISION_MODES)
         self.op_select_implmode = _check_choice("op_select_implmode", op_select_implmode, OP_SELECT_IMPLMODES)
         self.dynamic_batch_size = _normalise_dynamic_batch(dynamic_batch_size)
-        self.output_type = _check_choice("output_type", output_type.upper() if output_type else None,
-                                         OUTPUT_TYPES)
+        self.output_type = _check_choice("output_type", output_type.upper() if output_type else None, OUTPUT_TYPES)
         self.insert_op_conf: Path | None = None
         if insert_op_conf:
             conf = Path(insert_op_conf).resolve()
@@ -371,8 +476,9 @@ class AscendBackend(Backend):
         """The CANN environment (sourced once), plus unbuffered Python so ais_bench's lines stream live."""
         env = load_cann_env(self.cann_env)
         env["PYTHONUNBUFFERED"] = "1"
-        log.info("Loaded CANN environment from %s (toolkit %s)", self.cann_env,
-                 env.get("ASCEND_TOOLKIT_HOME", "unknown"))
+        log.info(
+            "Loaded CANN environment from %s (toolkit %s)", self.cann_env, env.get("ASCEND_TOOLKIT_HOME", "unknown")
+        )
         return env
 
     def _require_tool(self, tool: str, what: str) -> str:
@@ -386,8 +492,10 @@ class AscendBackend(Backend):
         return found
 
     def _npu_smi(self) -> str:
-        what = ("install the Ascend NPU driver (it provides npu-smi, usually /usr/local/sbin/npu-smi), or, to "
-                "compile without an NPU, set soc_version explicitly (e.g. Ascend310P3)")
+        what = (
+            "install the Ascend NPU driver (it provides npu-smi, usually /usr/local/sbin/npu-smi), or, to "
+            "compile without an NPU, set soc_version explicitly (e.g. Ascend310P3)"
+        )
         try:
             return self._require_tool(self.npu_smi_path, what)
         except InputError:
@@ -408,15 +516,21 @@ class AscendBackend(Backend):
         text = proc.stdout.decode("utf-8", "backslashreplace")
         if proc.returncode != 0:
             lines = (text + proc.stderr.decode("utf-8", "backslashreplace")).strip().splitlines()
-            raise ToolError(f"npu-smi info failed (exit {proc.returncode}): " + " | ".join(lines[-TAIL_LINES:]),
-                            exit_code=proc.returncode, lines=lines)
+            raise ToolError(
+                f"npu-smi info failed (exit {proc.returncode}): " + " | ".join(lines[-TAIL_LINES:]),
+                exit_code=proc.returncode,
+                lines=lines,
+            )
         devices = parse_npu_smi(text)
         if not devices:
             lines = text.strip().splitlines()
-            raise ToolError("found no NPU in the output of `npu-smi info` (is the driver loaded; in a container, "
-                            "are /dev/davinci* passed through?). If the table below lists devices, its layout is "
-                            "new to this parser: set soc_version explicitly and idle_aicore_max=None to run "
-                            "without reading it.\n" + "\n".join(lines[:TAIL_LINES]), lines=lines)
+            raise ToolError(
+                "found no NPU in the output of `npu-smi info` (is the driver loaded; in a container, "
+                "are /dev/davinci* passed through?). If the table below lists devices, its layout is "
+                "new to this parser: set soc_version explicitly and idle_aicore_max=None to run "
+                "without reading it.\n" + "\n".join(lines[:TAIL_LINES]),
+                lines=lines,
+            )
         return devices
 
     def device_info(self) -> NpuDevice:
@@ -431,8 +545,11 @@ class AscendBackend(Backend):
         return dev.soc_version
 
     def _is_idle(self, dev: NpuDevice) -> bool:
-        if self.idle_aicore_max is not None and dev.aicore_percent is not None and \
-                dev.aicore_percent > self.idle_aicore_max:
+        if (
+            self.idle_aicore_max is not None
+            and dev.aicore_percent is not None
+            and dev.aicore_percent > self.idle_aicore_max
+        ):
             return False
         if self.idle_memory_max_mb is not None and dev.used_mb is not None and dev.used_mb > self.idle_memory_max_mb:
             return False
@@ -451,8 +568,9 @@ class AscendBackend(Backend):
             dev = find_device(self.npu_devices(), device)
             if self._is_idle(dev):
                 if dev.aicore_percent is None:
-                    log.warning("npu-smi shows no AICore figure for %s: cannot confirm the device is idle",
-                                dev.status())
+                    log.warning(
+                        "npu-smi shows no AICore figure for %s: cannot confirm the device is idle", dev.status()
+                    )
                 else:
                     log.info("NPU idle: %s", dev.status())
                 return dev
@@ -463,13 +581,20 @@ class AscendBackend(Backend):
                 if self.idle_memory_max_mb is not None:
                     parts.append(f"memory <= {self.idle_memory_max_mb} MB")
                 limits = " and ".join(parts)
-                raise ToolError(f"NPU {dev.status()} stayed busy for {self.idle_wait_s:g} s (limits: {limits}): "
-                                "the recipe requires an idle device for honest performance numbers; stop the "
-                                "other job (see the process table of `npu-smi info`), pick another device, or "
-                                "raise idle_aicore_max / idle_wait_s")
+                raise ToolError(
+                    f"NPU {dev.status()} stayed busy for {self.idle_wait_s:g} s (limits: {limits}): "
+                    "the recipe requires an idle device for honest performance numbers; stop the "
+                    "other job (see the process table of `npu-smi info`), pick another device, or "
+                    "raise idle_aicore_max / idle_wait_s"
+                )
             if now >= next_log:
-                log.info("Waiting for an idle NPU: %s; need AICore <= %s%%, memory <= %s MB; %.0f s left",
-                         dev.status(), self.idle_aicore_max, self.idle_memory_max_mb, left)
+                log.info(
+                    "Waiting for an idle NPU: %s; need AICore <= %s%%, memory <= %s MB; %.0f s left",
+                    dev.status(),
+                    self.idle_aicore_max,
+                    self.idle_memory_max_mb,
+                    left,
+                )
                 next_log = now + 30.0
             time.sleep(min(self.idle_poll_s, max(left, 0.0)))
 
@@ -496,19 +621,32 @@ class AscendBackend(Backend):
             reason = f"failed (exit {result.exit_code})"
         hint = ""
         if "No module named ais_bench" in result.text:
-            hint = (f" ais_bench is not installed for {self.ais_bench_python}: install the ais_bench and aclruntime "
-                    "wheels (Ascend tools, ais-bench_workload) into it, or set ais_bench_python to the "
-                    "interpreter that has them.")
-        return ToolError(f"ais_bench {what} {reason}.{hint}\nLast lines:\n{tail}", exit_code=result.exit_code,
-                         lines=result.tail(TAIL_LINES))
+            hint = (
+                f" ais_bench is not installed for {self.ais_bench_python}: install the ais_bench and aclruntime "
+                "wheels (Ascend tools, ais-bench_workload) into it, or set ais_bench_python to the "
+                "interpreter that has them."
+            )
+        return ToolError(
+            f"ais_bench {what} {reason}.{hint}\nLast lines:\n{tail}",
+            exit_code=result.exit_code,
+            lines=result.tail(TAIL_LINES),
+        )
 
     # -- Backend interface ---------------------------------------------------------------------------------
 
     def atc_command(self, model: Path, output: str | os.PathLike, batch_size: int) -> list[str]:
-        return atc_command(model, output, batch_size, self.resolved_soc_version, atc=self.atc_path,
-                           precision_mode=self.precision_mode, op_select_implmode=self.op_select_implmode,
-                           dynamic_batch_size=self.dynamic_batch_size, insert_op_conf=self.insert_op_conf,
-                           output_type=self.output_type)
+        return atc_command(
+            model,
+            output,
+            batch_size,
+            self.resolved_soc_version,
+            atc=self.atc_path,
+            precision_mode=self.precision_mode,
+            op_select_implmode=self.op_select_implmode,
+            dynamic_batch_size=self.dynamic_batch_size,
+            insert_op_conf=self.insert_op_conf,
+            output_type=self.output_type,
+        )
 
     def _dym_batch(self, batch_size: int) -> int | None:
         """With a dynamic-batch model ais_bench must be told which batch size to run (``--dymBatch``)."""
@@ -535,8 +673,10 @@ class AscendBackend(Backend):
         for stale in _artifacts(prefix):  # a leftover would pass for this run's result
             log.info("Removing previous artifact %s before compiling", stale)
             stale.unlink()
-        self._require_tool(self.atc_path, "install the CANN toolkit (Ascend-cann-toolkit_*.run provides atc) "
-                                          "or fix cann_env / atc_path")
+        self._require_tool(
+            self.atc_path,
+            "install the CANN toolkit (Ascend-cann-toolkit_*.run provides atc) or fix cann_env / atc_path",
+        )
         argv = self.atc_command(model, prefix, batch_size)
         # cwd = output_dir: atc drops fusion_result.json and kernel_meta/ into its working directory.
         result = self._run(argv, timeout=self.compile_timeout, title=f"atc: {name}", cwd=str(output_dir))
@@ -557,12 +697,27 @@ class AscendBackend(Backend):
                 f"atc {reason} compiling {model} for batch size {batch_size} ({self.resolved_soc_version}); "
                 f"error codes: {', '.join(codes) or 'none printed'}. Details: atc's log under "
                 f"$ASCEND_PROCESS_LOG_PATH or ~/ascend/log; look the codes up in the CANN error-code reference."
-                f"\nLast lines:\n{self._tail(result)}", exit_code=result.exit_code, lines=result.tail(TAIL_LINES))
-        return CompileResult(artifact=str(found[0]), batch_size=batch_size, compile_seconds=result.seconds,
-                             backend=self.name, command=argv)
+                f"\nLast lines:\n{self._tail(result)}",
+                exit_code=result.exit_code,
+                lines=result.tail(TAIL_LINES),
+            )
+        return CompileResult(
+            artifact=str(found[0]),
+            batch_size=batch_size,
+            compile_seconds=result.seconds,
+            backend=self.name,
+            command=argv,
+        )
 
-    def infer(self, artifact: Path, inputs: str | Path, batch_size: int, output: Path, output_dirname: str,
-              outfmt: str = "BIN") -> InferResult:
+    def infer(
+        self,
+        artifact: Path,
+        inputs: str | Path,
+        batch_size: int,
+        output: Path,
+        output_dirname: str,
+        outfmt: str = "BIN",
+    ) -> InferResult:
         """Run every input with ais_bench; check one output per input; read the summary JSON."""
         artifact = _existing_artifact(artifact)
         batch_size = _check_batch_size(batch_size)
@@ -573,14 +728,26 @@ class AscendBackend(Backend):
             raise InputError(f"outfmt={outfmt!r} is not allowed: choose one of {', '.join(OUTPUT_FORMATS)}")
         files = list_inputs(inputs)
         # Absolute paths: the runner may use another working directory, and no value can start with '-'.
-        input_arg = ",".join(str(Path(p).resolve()) for p in str(inputs).split(",") if p) \
-            if isinstance(inputs, (str, os.PathLike)) else ",".join(str(p.resolve()) for p in files)
+        input_arg = (
+            ",".join(str(Path(p).resolve()) for p in str(inputs).split(",") if p)
+            if isinstance(inputs, (str, os.PathLike))
+            else ",".join(str(p.resolve()) for p in files)
+        )
         output = Path(output).resolve()
         out_dir = output / output_dirname
         _clear_previous_outputs(output, output_dirname)
         output.mkdir(parents=True, exist_ok=True)
-        argv = ais_bench_infer_command(artifact, input_arg, batch_size, output, output_dirname, outfmt,
-                                       device=self.device, python=self.ais_bench_python, dym_batch=dym)
+        argv = ais_bench_infer_command(
+            artifact,
+            input_arg,
+            batch_size,
+            output,
+            output_dirname,
+            outfmt,
+            device=self.device,
+            python=self.ais_bench_python,
+            dym_batch=dym,
+        )
         result = self._run(argv, timeout=self.infer_timeout, title=f"ais_bench: {output_dirname}")
         if result.exit_code != 0 or result.timed_out:
             raise self._ais_bench_failure(result, f"inference on {artifact}", self.infer_timeout)
@@ -589,12 +756,19 @@ class AscendBackend(Backend):
             raise MissingOutputError(
                 f"ais_bench exited 0 but {len(missing)} of {len(files)} outputs are missing in {out_dir} "
                 f"(expected <stem>_0.{outfmt.lower()} per input; first missing: {', '.join(missing[:5])}): "
-                "check the ais_bench lines above and the free disk space")
+                "check the ais_bench lines above and the free disk space"
+            )
         summary = _read_summary(output, output_dirname)
         seconds = result.seconds
-        return InferResult(output_dir=str(out_dir), num_inputs=len(files), num_outputs=len(files),
-                           batch_size=batch_size, seconds=seconds,
-                           throughput=len(files) / seconds if seconds > 0 else 0.0, summary=summary)
+        return InferResult(
+            output_dir=str(out_dir),
+            num_inputs=len(files),
+            num_outputs=len(files),
+            batch_size=batch_size,
+            seconds=seconds,
+            throughput=len(files) / seconds if seconds > 0 else 0.0,
+            summary=summary,
+        )
 
     def perf(self, artifact: Path, batch_size: int, *, loop: int = 20, warmup: int = 1) -> PerfResult:
         """Wait for an idle device, then ``ais_bench --loop``; parse its Performance Summary."""
@@ -606,20 +780,32 @@ class AscendBackend(Backend):
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise InputError(f"warmup={warmup!r} must be an integer >= 0")
         if self.idle_aicore_max is None:
-            log.warning("Idle check skipped (idle_aicore_max=None): another job on NPU %d would lower these "
-                        "numbers, and nothing checked that there is none", self.device)
+            log.warning(
+                "Idle check skipped (idle_aicore_max=None): another job on NPU %d would lower these "
+                "numbers, and nothing checked that there is none",
+                self.device,
+            )
             soc = self.soc_version if self.soc_version != "auto" else self.resolved_soc_version
         else:
             soc = self.wait_until_idle(self.device).soc_version
-        argv = ais_bench_perf_command(artifact, batch_size, loop=loop, warmup=warmup, device=self.device,
-                                      python=self.ais_bench_python, dym_batch=dym)
+        argv = ais_bench_perf_command(
+            artifact,
+            batch_size,
+            loop=loop,
+            warmup=warmup,
+            device=self.device,
+            python=self.ais_bench_python,
+            dym_batch=dym,
+        )
         result = self._run(argv, timeout=self.perf_timeout, title=f"ais_bench perf: bs {batch_size}")
         if result.exit_code != 0 or result.timed_out:
             raise self._ais_bench_failure(result, f"performance run on {artifact}", self.perf_timeout)
         perf = parse_summary(result.text, loop=loop, backend=self.name, device=f"{soc}:{self.device}")
         if perf.batch_size != batch_size:
-            raise ToolError(f"ais_bench reported batch size {perf.batch_size} in its throughput line, expected "
-                            f"{batch_size}: is {artifact} compiled for another batch size?")
+            raise ToolError(
+                f"ais_bench reported batch size {perf.batch_size} in its throughput line, expected "
+                f"{batch_size}: is {artifact} compiled for another batch size?"
+            )
         return perf
 
     def options_key(self) -> dict[str, Any]:
@@ -643,23 +829,37 @@ class AscendBackend(Backend):
         return cann_version_from_home(home)
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"backend": self.name, "device": self.device, "cann_env": self.cann_env,
-                                "cann_version": self.cann_version(), "ais_bench_python": self.ais_bench_python}
+        info: dict[str, Any] = {
+            "backend": self.name,
+            "device": self.device,
+            "cann_env": self.cann_env,
+            "cann_version": self.cann_version(),
+            "ais_bench_python": self.ais_bench_python,
+        }
         try:
             dev = self.device_info()
         except (ToolError, InputError) as exc:  # a compile-only host has no NPU: say so, don't fail the record
             info.update(chip=None, soc_version=self.soc_version, npu_smi_error=str(exc).splitlines()[0])
         else:
-            info.update(chip=dev.chip_name, soc_version=self.resolved_soc_version, npu_id=dev.npu_id,
-                        chip_id=dev.chip_id, bus_id=dev.bus_id, health=dev.health)
+            info.update(
+                chip=dev.chip_name,
+                soc_version=self.resolved_soc_version,
+                npu_id=dev.npu_id,
+                chip_id=dev.chip_id,
+                bus_id=dev.bus_id,
+                health=dev.health,
+            )
         return info
 
 
 def cann_version_from_home(home: str | os.PathLike) -> str:
     home = Path(home)
     # <arch>-linux/ascend_toolkit_install.info (version=8.0.RC2) is in every toolkit; the others in some.
-    candidates = [*sorted(home.glob("*/ascend_toolkit_install.info")), home / "compiler" / "version.info",
-                  home / "version.cfg"]
+    candidates = [
+        *sorted(home.glob("*/ascend_toolkit_install.info")),
+        home / "compiler" / "version.info",
+        home / "version.cfg",
+    ]
     for path in candidates:
         try:
             text = path.read_text(errors="replace")
@@ -722,6 +922,10 @@ def _read_summary(output: Path, output_dirname: str) -> dict[str, Any]:
                 return json.loads(path.read_text())
             except ValueError as exc:
                 raise ToolError(f"ais_bench summary {path} is not valid JSON: {exc}") from exc
-    log.warning("ais_bench wrote no summary JSON (%s_summary.json or %s/sumary.json in %s); outputs are complete",
-                output_dirname, output_dirname, output)
+    log.warning(
+        "ais_bench wrote no summary JSON (%s_summary.json or %s/sumary.json in %s); outputs are complete",
+        output_dirname,
+        output_dirname,
+        output,
+    )
     return {}

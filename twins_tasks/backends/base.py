@@ -50,8 +50,15 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def infer(self, artifact: Path, inputs: str | Path, batch_size: int, output: Path, output_dirname: str,
-              outfmt: str = "BIN") -> InferResult:
+    def infer(
+        self,
+        artifact: Path,
+        inputs: str | Path,
+        batch_size: int,
+        output: Path,
+        output_dirname: str,
+        outfmt: str = "BIN",
+    ) -> InferResult:
         """Run every input file; write ``<output>/<output_dirname>/<stem>_0.<fmt>``, one per input."""
 
     @abc.abstractmethod

@@ -75,8 +75,13 @@ def _gpu_name() -> str:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            proc = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                  text=True, timeout=10, check=False)
+            proc = subprocess.run(
+                [smi, "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
             names = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
             if proc.returncode == 0 and names:
                 return names[0]
@@ -90,9 +95,14 @@ def _stats(values_ms: list[float]) -> dict[str, float | int]:
     if not values_ms:
         return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, "percentile(99%)": 0.0, "count": 0}
     arr = np.asarray(values_ms, dtype=np.float64)
-    return {"min": float(arr.min()), "max": float(arr.max()), "mean": float(arr.mean()),
-            "median": float(np.median(arr)), "percentile(99%)": float(np.percentile(arr, 99)),
-            "count": int(arr.size)}
+    return {
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+        "median": float(np.median(arr)),
+        "percentile(99%)": float(np.percentile(arr, 99)),
+        "count": int(arr.size),
+    }
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -118,8 +128,10 @@ class OnnxRuntimeBackend(Backend):
         if providers:
             unknown = [p for p in providers if p not in available]
             if unknown:
-                raise InputError(f"ONNX Runtime execution provider(s) {', '.join(unknown)} not available in "
-                                 f"onnxruntime {ort.__version__}: choose from {', '.join(available)}")
+                raise InputError(
+                    f"ONNX Runtime execution provider(s) {', '.join(unknown)} not available in "
+                    f"onnxruntime {ort.__version__}: choose from {', '.join(available)}"
+                )
             chosen = [p for p in dict.fromkeys(providers) if p != CPU_PROVIDER]
         else:
             chosen = [p for p in PREFERRED_PROVIDERS if p in available and p != CPU_PROVIDER]
@@ -151,16 +163,24 @@ class OnnxRuntimeBackend(Backend):
 
         artifact = Path(artifact)
         if not artifact.is_file():
-            raise InputError(f"artifact {artifact} does not exist: build it with `twins compile --backend "
-                             f"onnxruntime --model MODEL.onnx --batchsize N --output DIR`")
+            raise InputError(
+                f"artifact {artifact} does not exist: build it with `twins compile --backend "
+                f"onnxruntime --model MODEL.onnx --batchsize N --output DIR`"
+            )
         start = time.perf_counter()
         try:
-            session = ort.InferenceSession(str(artifact), self._session_options(RUN_OPT_LEVEL),
-                                           providers=self.providers)
+            session = ort.InferenceSession(
+                str(artifact), self._session_options(RUN_OPT_LEVEL), providers=self.providers
+            )
         except Exception as exc:  # ORT raises its own exception types for corrupt/unsupported models
             raise InputError(f"ONNX Runtime cannot load {artifact}: {exc}") from exc
-        log.info("Loaded %s in %.1f s (providers %s, %d intra-op threads)", artifact,
-                 time.perf_counter() - start, ",".join(session.get_providers()), self.threads)
+        log.info(
+            "Loaded %s in %.1f s (providers %s, %d intra-op threads)",
+            artifact,
+            time.perf_counter() - start,
+            ",".join(session.get_providers()),
+            self.threads,
+        )
         return session
 
     @staticmethod
@@ -168,18 +188,26 @@ class OnnxRuntimeBackend(Backend):
         """The artifact's input name and shape; it must be one (batch_size, 3, 224, 224) float input."""
         inputs = session.get_inputs()
         if len(inputs) != 1:
-            raise InputError(f"artifact {artifact} has {len(inputs)} inputs ({[i.name for i in inputs]}); "
-                             f"the Twins model has exactly one, {INPUT_NAME!r}")
+            raise InputError(
+                f"artifact {artifact} has {len(inputs)} inputs ({[i.name for i in inputs]}); "
+                f"the Twins model has exactly one, {INPUT_NAME!r}"
+            )
         shape = list(inputs[0].shape)
         if len(shape) != 4 or tuple(shape[1:]) != IMAGE_SHAPE:
-            raise InputError(f"artifact {artifact} input {inputs[0].name!r} has shape {shape}, expected "
-                             f"(N, 3, {IMAGE_SIZE}, {IMAGE_SIZE})")
+            raise InputError(
+                f"artifact {artifact} input {inputs[0].name!r} has shape {shape}, expected "
+                f"(N, 3, {IMAGE_SIZE}, {IMAGE_SIZE})"
+            )
         if not isinstance(shape[0], int) or shape[0] < 1:
-            raise InputError(f"artifact {artifact} has a dynamic batch dimension ({shape[0]!r}): compile it "
-                             f"for one batch size with `twins compile --batchsize {batch_size}`")
+            raise InputError(
+                f"artifact {artifact} has a dynamic batch dimension ({shape[0]!r}): compile it "
+                f"for one batch size with `twins compile --batchsize {batch_size}`"
+            )
         if shape[0] != batch_size:
-            raise InputError(f"artifact {artifact} was compiled for batch size {shape[0]}, not {batch_size}: "
-                             f"pass --batchsize {shape[0]} or compile it for batch size {batch_size}")
+            raise InputError(
+                f"artifact {artifact} was compiled for batch size {shape[0]}, not {batch_size}: "
+                f"pass --batchsize {shape[0]} or compile it for batch size {batch_size}"
+            )
         return inputs[0].name, tuple(shape)
 
     @cached_property
@@ -217,20 +245,28 @@ class OnnxRuntimeBackend(Backend):
         initializers = {init.name for init in graph.initializer}
         real_inputs = [i for i in graph.input if i.name not in initializers]
         if len(real_inputs) != 1 or real_inputs[0].name != INPUT_NAME:
-            raise InputError(f"ONNX model {model} has inputs {[i.name for i in real_inputs]}; expected one input "
-                             f"named {INPUT_NAME!r} (export with `twins pth2onnx`)")
+            raise InputError(
+                f"ONNX model {model} has inputs {[i.name for i in real_inputs]}; expected one input "
+                f"named {INPUT_NAME!r} (export with `twins pth2onnx`)"
+            )
         tensor_type = real_inputs[0].type.tensor_type
         if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise InputError(f"ONNX model {model} input {INPUT_NAME!r} has element type "
-                             f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, expected FLOAT")
+            raise InputError(
+                f"ONNX model {model} input {INPUT_NAME!r} has element type "
+                f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, expected FLOAT"
+            )
         dims = list(tensor_type.shape.dim)
         described = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
         if len(dims) != 4 or tuple(described[1:]) != IMAGE_SHAPE:
-            raise InputError(f"ONNX model {model} input {INPUT_NAME!r} has shape {described}, expected "
-                             f"(N, 3, {IMAGE_SIZE}, {IMAGE_SIZE})")
+            raise InputError(
+                f"ONNX model {model} input {INPUT_NAME!r} has shape {described}, expected "
+                f"(N, 3, {IMAGE_SIZE}, {IMAGE_SIZE})"
+            )
         if dims[0].HasField("dim_value") and dims[0].dim_value != batch_size:
-            raise InputError(f"ONNX model {model} has a fixed batch size of {dims[0].dim_value}; re-export it with "
-                             f"a dynamic batch axis to compile for batch size {batch_size}")
+            raise InputError(
+                f"ONNX model {model} has a fixed batch size of {dims[0].dim_value}; re-export it with "
+                f"a dynamic batch axis to compile for batch size {batch_size}"
+            )
         # Replaces the batch dim_param everywhere it appears (outputs and value_info included).
         make_input_shape_fixed(graph, INPUT_NAME, [batch_size, *IMAGE_SHAPE])
         for out in graph.output:  # an output batch axis exported under a different symbolic name
@@ -252,15 +288,28 @@ class OnnxRuntimeBackend(Backend):
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise InputError(f"ONNX Runtime wrote no optimized model for {model} (expected {artifact})")
         seconds = time.perf_counter() - start
-        log.info("Compiled %s for batch size %d -> %s in %.1f s (onnxruntime %s, %s)", model, batch_size,
-                 artifact, seconds, self.ort_version, COMPILE_OPT_LEVEL)
-        return CompileResult(artifact=str(artifact), batch_size=batch_size, compile_seconds=seconds,
-                             backend=self.name)
+        log.info(
+            "Compiled %s for batch size %d -> %s in %.1f s (onnxruntime %s, %s)",
+            model,
+            batch_size,
+            artifact,
+            seconds,
+            self.ort_version,
+            COMPILE_OPT_LEVEL,
+        )
+        return CompileResult(artifact=str(artifact), batch_size=batch_size, compile_seconds=seconds, backend=self.name)
 
     # -------------------------------------------------------------------------------------------- infer
 
-    def infer(self, artifact: Path, inputs: str | Path, batch_size: int, output: Path, output_dirname: str,
-              outfmt: str = "BIN") -> InferResult:
+    def infer(
+        self,
+        artifact: Path,
+        inputs: str | Path,
+        batch_size: int,
+        output: Path,
+        output_dirname: str,
+        outfmt: str = "BIN",
+    ) -> InferResult:
         """ais_bench semantics: natural-order inputs in batches, last batch padded, one output per input."""
         batch_size = _check_batch_size(batch_size)
         fmt = str(outfmt).upper()
@@ -278,12 +327,20 @@ class OnnxRuntimeBackend(Backend):
 
         out_dir = Path(output) / output_dirname
         if out_dir.is_dir() and any(out_dir.iterdir()):
-            log.warning("Output folder %s is not empty: files of this run replace same-named ones, others stay",
-                        out_dir)
+            log.warning(
+                "Output folder %s is not empty: files of this run replace same-named ones, others stay", out_dir
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
-        chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-        log.info("Running %d inputs in %d batches of %d (last batch padded with %d copies) -> %s (%s)",
-                 len(files), len(chunks), batch_size, -len(files) % batch_size, out_dir, fmt)
+        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+        log.info(
+            "Running %d inputs in %d batches of %d (last batch padded with %d copies) -> %s (%s)",
+            len(files),
+            len(chunks),
+            batch_size,
+            -len(files) % batch_size,
+            out_dir,
+            fmt,
+        )
 
         compute_ms: list[float] = []
         filesinfo: dict[str, dict[str, list]] = {}
@@ -321,23 +378,42 @@ class OnnxRuntimeBackend(Backend):
             "H2D_latency": zero,
             "D2H_latency": zero,
             "latency_note": "onnxruntime: host-device copies are inside session.run (NPU_compute_time); "
-                            "H2D_latency/D2H_latency are reported as 0",
+            "H2D_latency/D2H_latency are reported as 0",
             "throughput": 1000.0 * batch_size / stats["mean"] if stats["mean"] > 0 else 0.0,
             "npu_compute_time_list": compute_ms,
             "filesinfo": filesinfo,
-            "args": {"model": str(artifact), "input": str(inputs), "output": str(output),
-                     "output_dirname": output_dirname, "outfmt": fmt, "batchsize": batch_size,
-                     "backend": self.name, "providers": self.providers, "threads": self.threads,
-                     "device": self._device, "onnxruntime": self.ort_version,
-                     "time": datetime.now().astimezone().isoformat(timespec="seconds")},
+            "args": {
+                "model": str(artifact),
+                "input": str(inputs),
+                "output": str(output),
+                "output_dirname": output_dirname,
+                "outfmt": fmt,
+                "batchsize": batch_size,
+                "backend": self.name,
+                "providers": self.providers,
+                "threads": self.threads,
+                "device": self._device,
+                "onnxruntime": self.ort_version,
+                "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+            },
         }
         write_json_atomic(Path(output) / f"{output_dirname}_summary.json", summary)
-        log.info("NPU_compute_time (ms): mean %.2f over %d batches; throughput %.2f img/s (compute), "
-                 "%.2f img/s end to end", stats["mean"], len(compute_ms), summary["throughput"],
-                 len(files) / seconds if seconds > 0 else 0.0)
-        return InferResult(output_dir=str(out_dir), num_inputs=len(files), num_outputs=written,
-                           batch_size=batch_size, seconds=seconds,
-                           throughput=len(files) / seconds if seconds > 0 else 0.0, summary=summary)
+        log.info(
+            "NPU_compute_time (ms): mean %.2f over %d batches; throughput %.2f img/s (compute), %.2f img/s end to end",
+            stats["mean"],
+            len(compute_ms),
+            summary["throughput"],
+            len(files) / seconds if seconds > 0 else 0.0,
+        )
+        return InferResult(
+            output_dir=str(out_dir),
+            num_inputs=len(files),
+            num_outputs=written,
+            batch_size=batch_size,
+            seconds=seconds,
+            throughput=len(files) / seconds if seconds > 0 else 0.0,
+            summary=summary,
+        )
 
     # --------------------------------------------------------------------------------------------- perf
 
@@ -360,20 +436,36 @@ class OnnxRuntimeBackend(Backend):
             session.run(None, feed)
             latencies.append((time.perf_counter() - t0) * 1000.0)
         result = PerfResult.from_latencies(latencies, batch_size, backend=self.name, device=self._device)
-        log.info("perf %s bs %d: mean %.2f ms, %.2f img/s over %d loops", artifact.name, batch_size,
-                 result.mean_ms, result.throughput, loop)
+        log.info(
+            "perf %s bs %d: mean %.2f ms, %.2f img/s over %d loops",
+            artifact.name,
+            batch_size,
+            result.mean_ms,
+            result.throughput,
+            loop,
+        )
         return result
 
     # ------------------------------------------------------------------------------------------ records
 
     def options_key(self) -> dict[str, Any]:
-        return {"providers": self.providers, "graph_optimization_level": COMPILE_OPT_LEVEL,
-                "onnxruntime": self.ort_version, "artifact_format": ARTIFACT_FORMAT}
+        return {
+            "providers": self.providers,
+            "graph_optimization_level": COMPILE_OPT_LEVEL,
+            "onnxruntime": self.ort_version,
+            "artifact_format": ARTIFACT_FORMAT,
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "onnxruntime": self.ort_version, "providers": self.providers,
-                "threads": self.threads, "device": self._device, "cpu_model": cpu_model_name(),
-                "cpu_count": usable_cores()}
+        return {
+            "backend": self.name,
+            "onnxruntime": self.ort_version,
+            "providers": self.providers,
+            "threads": self.threads,
+            "device": self._device,
+            "cpu_model": cpu_model_name(),
+            "cpu_count": usable_cores(),
+        }
 
 
 def _check_input_size(path: Path) -> None:
@@ -384,13 +476,17 @@ def _check_input_size(path: Path) -> None:
         except Exception as exc:  # bad header, pickled object arrays, truncated file
             raise InputError(f"input {path} is not a readable .npy file: {exc}") from exc
         if size != IMAGE_FLOATS:
-            raise InputError(f"input {path} holds {size} values, expected {IMAGE_FLOATS} (3x{IMAGE_SIZE}x"
-                             f"{IMAGE_SIZE} float32): re-run `twins preprocess`")
+            raise InputError(
+                f"input {path} holds {size} values, expected {IMAGE_FLOATS} (3x{IMAGE_SIZE}x"
+                f"{IMAGE_SIZE} float32): re-run `twins preprocess`"
+            )
         return
     size = path.stat().st_size
     if size != BIN_BYTES:
-        raise InputError(f"input {path} is {size} bytes, expected {BIN_BYTES} (3x{IMAGE_SIZE}x{IMAGE_SIZE} "
-                         f"float32, no header): re-run `twins preprocess`")
+        raise InputError(
+            f"input {path} is {size} bytes, expected {BIN_BYTES} (3x{IMAGE_SIZE}x{IMAGE_SIZE} "
+            f"float32, no header): re-run `twins preprocess`"
+        )
 
 
 def _load_batch(chunk: list[Path], shape: tuple[int, ...]) -> np.ndarray:
@@ -404,13 +500,15 @@ def _load_batch(chunk: list[Path], shape: tuple[int, ...]) -> np.ndarray:
                 got = fh.readinto(memoryview(batch[j]).cast("B"))
             if got != BIN_BYTES:
                 raise InputError(f"input {path} gave {got} bytes, expected {BIN_BYTES}; did it change during the run?")
-    batch[len(chunk):] = batch[len(chunk) - 1]
+    batch[len(chunk) :] = batch[len(chunk) - 1]
     return batch
 
 
 def _row(result: np.ndarray, j: int, batch_size: int, name: str) -> np.ndarray:
     """Row ``j`` of a batched output, kept 2-D (1, ...) like ais_bench's split of the batch."""
     if result.ndim == 0 or result.shape[0] != batch_size:
-        raise InputError(f"model output {name!r} has shape {list(result.shape)}; expected batch size {batch_size} "
-                         f"first, so it can be split into one output per input")
-    return result[j:j + 1]
+        raise InputError(
+            f"model output {name!r} has shape {list(result.shape)}; expected batch size {batch_size} "
+            f"first, so it can be split into one output per input"
+        )
+    return result[j : j + 1]

@@ -101,7 +101,7 @@ def write(path: str, array: np.ndarray, outfmt: str) -> None:
     if outfmt == "TXT":
         rows = array.reshape(-1, array.shape[-1])
         with open(path, "w") as fh:
-            fh.write("".join(" ".join("%f" % v for v in row) + " \n" for row in rows))
+            fh.write("".join(" ".join(f"{v:f}" for v in row) + " \n" for row in rows))
     elif outfmt == "NPY":
         np.save(path, array)
     else:
@@ -110,13 +110,21 @@ def write(path: str, array: np.ndarray, outfmt: str) -> None:
 
 def stats(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
-    return {"min": float(arr.min()), "max": float(arr.max()), "mean": float(arr.mean()),
-            "median": float(np.median(arr)), "percentile(99%)": float(np.percentile(arr, 99)), "count": int(arr.size)}
+    return {
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+        "median": float(np.median(arr)),
+        "percentile(99%)": float(np.percentile(arr, 99)),
+        "count": int(arr.size),
+    }
 
 
 def stats_line(name: str, s: dict[str, float]) -> str:
-    return (f"{name} (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, median = {s['median']}, "
-            f"percentile(99%) = {s['percentile(99%)']}")
+    return (
+        f"{name} (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, median = {s['median']}, "
+        f"percentile(99%) = {s['percentile(99%)']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"no .bin/.npy files in {args.input}")
         file_bytes = {os.path.getsize(f) if f.lower().endswith(".bin") else load(f).nbytes for f in files}
         if len(file_bytes) != 1 or input_bytes % next(iter(file_bytes)):
-            raise RuntimeError(f"input file sizes {sorted(file_bytes)} do not divide the model input size {input_bytes}")
+            raise RuntimeError(
+                f"input file sizes {sorted(file_bytes)} do not divide the model input size {input_bytes}"
+            )
         per_batch = input_bytes // next(iter(file_bytes))
         drop = files[-1] if os.environ.get("FAKE_AIS_DROP") == "1" else None
         for start in range(0, len(files), per_batch):
-            group = files[start:start + per_batch]
+            group = files[start : start + per_batch]
             padded = group + [group[-1]] * (per_batch - len(group))  # padding outputs are not written
             data = np.concatenate([load(f) for f in padded])
             scores = np.stack([logits(img) for img in data.reshape(batch, IMAGE_VALUES)])
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 stem = os.path.splitext(os.path.basename(path))[0]
                 target = os.path.join(out_dir, f"{stem}_0.{args.outfmt.lower()}") if out_dir else None
                 if target and path != drop:
-                    write(target, scores[k * rows_per_file:(k + 1) * rows_per_file], args.outfmt)
+                    write(target, scores[k * rows_per_file : (k + 1) * rows_per_file], args.outfmt)
                     outfiles.append(target)
             filesinfo[str(len(filesinfo))] = {"infiles": group, "outfiles": outfiles}
         log.info("Inference array Processing: %d batches done", len(filesinfo))
@@ -193,8 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     d2h = stats([0.01] * len(times))
     throughput = 1000.0 * args.batchsize / npu["mean"]
     if out_dir is not None:
-        summary = {"NPU_compute_time": npu, "H2D_latency": h2d, "D2H_latency": d2h, "throughput": throughput,
-                   "npu_compute_time_list": times, "filesinfo": filesinfo, "args": vars(args)}
+        summary = {
+            "NPU_compute_time": npu,
+            "H2D_latency": h2d,
+            "D2H_latency": d2h,
+            "throughput": throughput,
+            "npu_compute_time_list": times,
+            "filesinfo": filesinfo,
+            "args": vars(args),
+        }
         if os.environ.get("FAKE_AIS_SUMMARY") == "old":
             summary_path = os.path.join(out_dir, "sumary.json")
         else:
