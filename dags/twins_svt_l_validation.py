@@ -3,8 +3,8 @@
 
 The Ascend ModelZoo recipe for Twins-SVT-L (`alt_gvt_large`, timm `twins_svt_large`), unattended:
 
-1. **plan** checks the Params and resolves the backend where the device is (`auto`: Ascend when `atc`/CANN is
-   installed on the NPU worker, else ONNX Runtime);
+1. **plan** checks the Params (paths, baseline, results database) and resolves the backend where the device is
+   (`auto`: Ascend when `atc`/CANN is installed on the NPU worker, else ONNX Runtime);
 2. **preprocess** (ImageNet val JPEGs -> float32 `.bin`) and **export** (checkpoint -> ONNX, with a parity gate
    against PyTorch) run in parallel;
 3. per batch size: **compile** (`atc` -> `.om`, or an ONNX Runtime artifact) -> **infer** (`ais_bench`, one
@@ -12,37 +12,35 @@ The Ascend ModelZoo recipe for Twins-SVT-L (`alt_gvt_large`, timm `twins_svt_lar
 4. **accuracy** (top-1/top-5 per batch size, agreement with PyTorch logits) -> **record** (results database)
    -> **report** (the recipe's table) -> **regression_check** (against the last good run of the same setup).
 
-Preprocessed inputs, ONNX models and compiled artifacts are cached by content: a nightly run whose inputs did
-not change reuses them and says so in the task log. Results go to the database of the Airflow Connection
-`twins_results` (any SQLAlchemy URL), else to `$AIRFLOW_HOME/twins_results.db`.
+Bad input (a wrong path, checkpoint or baseline) fails its task at once, without retries; tool failures are
+retried. Preprocessed inputs, ONNX models and compiled artifacts are cached by content: a nightly run whose
+inputs did not change reuses them and says so in the task log. Results go to the database of the Airflow
+Connection `twins_results` (any SQLAlchemy URL), else to `$AIRFLOW_HOME/twins_results.db`. The same steps run
+without Airflow as `twins run`; both record the same configuration key and are compared with each other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task, task_group
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
 
+from twins_airflow.exceptions import maps_failures
 from twins_airflow.operators import CompileOperator, InferOperator, PerfOperator
+from twins_tasks.recipe import DEFAULT_BATCH_SIZES, MAX_BATCH_SIZE, PRECISION_MODES, RECIPE_DEFAULT_PRECISION
 
-# Deployment settings (environment, read at parse time because queue and pool cannot be templated).
+log = logging.getLogger(__name__)
+
+# Deployment settings, read when the file is parsed: by the dag-processor AND by every worker that runs a task
+# of this DAG (queue and pool cannot be templated), so set them alike on all of them.
 NPU_QUEUE = os.environ.get("TWINS_NPU_QUEUE", "ascend")
 NPU_POOL = os.environ.get("TWINS_NPU_POOL", "ascend_npu")
-AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))
-WORK_DIR = os.environ.get("TWINS_WORK_DIR", os.path.join(AIRFLOW_HOME, "twins"))
-RESULTS_CONN_ID = "twins_results"
-
-PRECISION_MODES = [
-    "recipe default",
-    "force_fp16",
-    "allow_mix_precision",
-    "allow_fp32_to_fp16",
-    "must_keep_origin_dtype",
-    "force_fp32",
-]
+WORK_DIR_ENV = "TWINS_WORK_DIR"
 
 PARAMS = {
     "dataset_path": Param(
@@ -112,20 +110,20 @@ PARAMS = {
     ),
     "device_id": Param(0, type="integer", minimum=0, maximum=63, title="NPU device id", section="Backend"),
     "precision_mode": Param(
-        "recipe default",
+        RECIPE_DEFAULT_PRECISION,
         type="string",
-        enum=PRECISION_MODES,
+        enum=[RECIPE_DEFAULT_PRECISION, *PRECISION_MODES],
         title="atc precision mode",
         section="Backend",
         description="'recipe default' passes no --precision_mode (atc uses force_fp16).",
     ),
     "batch_sizes": Param(
-        [1, 4, 8, 16, 32, 64],
+        list(DEFAULT_BATCH_SIZES),
         type="array",
         minItems=1,
         maxItems=32,
         uniqueItems=True,
-        items={"type": "integer", "minimum": 1, "maximum": 256},
+        items={"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
         title="Batch sizes",
         section="Run",
         description="One compile -> infer -> perf chain each; integers 1-256, unique.",
@@ -195,16 +193,22 @@ def _as_list(value: Any) -> list:
     return list(value)
 
 
-def _results_url() -> str:
-    """The ``twins_results`` Connection's URI, else a SQLite file under AIRFLOW_HOME (never Airflow's own DB)."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
+def _config(params: dict[str, Any]):  # -> RecipeConfig; imported inside tasks (nothing heavy at parse time)
+    from twins_tasks.recipe import RecipeConfig
 
-    try:
-        conn = Connection.get(RESULTS_CONN_ID)
-    except AirflowNotFoundException:
-        return f"sqlite:///{os.path.join(AIRFLOW_HOME, 'twins_results.db')}"
-    return conn.get_uri()
+    return RecipeConfig.from_params(params, cann_env=os.environ.get("TWINS_CANN_ENV"))
+
+
+def _work_dir() -> str:
+    """Cache and run folders: read on the worker, shared by all workers (``TWINS_WORK_DIR``)."""
+    home = os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))
+    return os.environ.get(WORK_DIR_ENV) or os.path.join(home, "twins")
+
+
+def _store():
+    from twins_airflow.hooks import ResultsHook
+
+    return ResultsHook().store
 
 
 @dag(
@@ -212,8 +216,9 @@ def _results_url() -> str:
     dag_display_name="Twins-SVT-L validation",
     description="Twins-SVT-L: preprocess, export, compile/infer/perf per batch size, accuracy, results DB.",
     doc_md=__doc__,
-    schedule="0 2 * * *",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    # Nightly at 02:00 UTC. No start_date: unpausing waits for the next 02:00 instead of starting a run at once
+    # with the default Params (CronTriggerTimetable's run_immediately=False applies only without one).
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -221,72 +226,53 @@ def _results_url() -> str:
     tags=["twins", "ascend", "validation"],
 )
 def twins_svt_l_validation():
-    @task(queue=NPU_QUEUE, multiple_outputs=True, execution_timeout=dt.timedelta(minutes=10))
+    @task(queue=NPU_QUEUE, execution_timeout=dt.timedelta(minutes=10))
+    @maps_failures
     def plan(params: dict[str, Any]) -> dict[str, Any]:
         """Check what the Params form cannot, and resolve the backend on the NPU worker."""
-        from twins_tasks.backends import get_backend, resolve_backend_name
-        from twins_tasks.errors import InputError
-        from twins_tasks.pipeline import describe_backend, parse_batch_sizes, safe_name
-        from twins_tasks.report import parse_baseline_numbers
+        from twins_tasks.pipeline import plan_run
 
-        batch_sizes = parse_batch_sizes(params["batch_sizes"])
-        if params["checkpoint_path"] and not Path(params["checkpoint_path"]).is_file():
-            raise InputError(
-                f"checkpoint {params['checkpoint_path']} does not exist on this worker: fix the "
-                f"'Checkpoint' Param, or leave it empty for seeded random weights"
-            )
-        if not Path(params["dataset_path"]).is_dir():
-            raise InputError(
-                f"dataset folder {params['dataset_path']} does not exist on this worker: fix the "
-                f"'Dataset folder' Param (ImageNet val layout: <wnid>/<image>.JPEG)"
-            )
-        parse_baseline_numbers(params["baseline"])  # bad numbers fail here, before hours of work
-        cann_env = os.environ.get("TWINS_CANN_ENV")
-        backend = resolve_backend_name(params["backend"], cann_env=cann_env)
-        options: dict[str, Any] = {}
-        if backend == "ascend":
-            options = {"device": params["device_id"], "soc_version": params["soc_version"]}
-            if cann_env:
-                options["cann_env"] = cann_env
-            if params["precision_mode"] != "recipe default":
-                options["precision_mode"] = params["precision_mode"]
-        description = describe_backend(get_backend(backend, **options))
-        run_id = get_current_context()["run_id"]
-        run_dir = Path(WORK_DIR) / "runs" / safe_name(run_id)
-        print(f"Backend {backend} (asked: {params['backend']}), batch sizes {batch_sizes}, run folder {run_dir}")
-        return {
-            "backend": backend,
-            "backend_options": options,
-            "backend_description": description,
-            "batch_sizes": batch_sizes,
-            "cache_dir": str(Path(WORK_DIR) / "cache"),
-            "run_dir": str(run_dir),
-            "result_dir": str(run_dir / "result"),
-        }
+        config = _config(params)
+        planned = plan_run(config, work_dir=_work_dir(), run_key=get_current_context()["run_id"], store=_store())
+        log.info(
+            "Backend %s (asked: %s), batch sizes %s, run folder %s",
+            planned["backend"],
+            config.backend.name,
+            planned["batch_sizes"],
+            planned["run_dir"],
+        )
+        return dict(planned)
 
-    @task(multiple_outputs=True, execution_timeout=dt.timedelta(hours=6))
-    def preprocess(cache_dir: str, params: dict[str, Any]) -> dict[str, Any]:
-        from twins_tasks.pipeline import prepare_inputs
+    @task(execution_timeout=dt.timedelta(hours=6))
+    @maps_failures
+    def preprocess(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """JPEGs -> float32 .bin (cached by dataset content), in a child process so that it may use every core."""
+        from twins_airflow.hooks import ToolHook
 
-        return prepare_inputs(params["dataset_path"], cache_dir, limit=params["image_limit"])
+        config = _config(params)
+        args = ["--root_path", config.dataset_path, "--cache-dir", planned["cache_dir"]]
+        if config.limit is not None:
+            args += ["--limit", str(config.limit)]
+        return ToolHook().run_twins("prepare-inputs", *args)
 
-    @task(multiple_outputs=True, execution_timeout=dt.timedelta(hours=1))
-    def export(cache_dir: str, params: dict[str, Any]) -> dict[str, Any]:
+    @task(execution_timeout=dt.timedelta(hours=1))
+    @maps_failures
+    def export(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         from twins_tasks.pipeline import prepare_model
 
-        checkpoint = params["checkpoint_path"]
+        config = _config(params)
         return prepare_model(
-            cache_dir,
-            model_name=params["model_name"],
-            resume=checkpoint,
-            random_init=not checkpoint,
-            seed=params["random_init_seed"],
-            opset=params["opset"],
+            planned["cache_dir"],
+            model_name=config.model_name,
+            resume=config.checkpoint,
+            random_init=config.random_init,
+            seed=config.seed,
+            opset=config.opset,
         )
 
     planned = plan()
-    inputs = preprocess(planned["cache_dir"])
-    model = export(planned["cache_dir"])
+    inputs = preprocess(planned)
+    model = export(planned)
 
     @task_group(group_id="per_batch_size")
     def per_batch_size(batch_size: int):
@@ -337,129 +323,79 @@ def twins_svt_l_validation():
     chains = per_batch_size.expand(batch_size=batch_sizes(planned["batch_sizes"]))
 
     @task(execution_timeout=dt.timedelta(hours=1))
+    @maps_failures
     def accuracy(
-        chains: dict[str, Any], inputs: dict[str, Any], model: dict[str, Any], cache_dir: str, params: dict[str, Any]
+        chains: dict[str, Any],
+        inputs: dict[str, Any],
+        model: dict[str, Any],
+        planned: dict[str, Any],
+        params: dict[str, Any],
     ) -> list[dict[str, Any]]:
         """Top-1/top-5 per batch size and agreement with the PyTorch reference logits."""
-        from twins_tasks.pipeline import batch_row, prepare_reference, score_step
+        from twins_tasks.pipeline import prepare_reference_for, score_batch
 
+        reference = prepare_reference_for(_config(params), planned["cache_dir"], inputs, model)
         compiled, inferred, perfs = (_as_list(chains[k]) for k in ("compile", "infer", "perf"))
-        reference = (
-            prepare_reference(cache_dir, inputs, model, limit=params["reference_images"])
-            if params["reference_images"] > 0
-            else None
-        )
-        rows = []
-        for c, i, p in zip(compiled, inferred, perfs, strict=True):
-            scored = score_step(i["output_dir"], inputs, reference)
-            row = batch_row(int(c["batch_size"]), c, i, p, scored)
-            print(
-                f"bs{row['batch_size']}: top-1 {row['top1']:.1f}%, top-5 {row['top5']:.1f}%, "
-                f"{row['num_missing']} missing, agreement {row.get('agreement_top1')}%, "
-                f"{row['throughput']:.2f} img/s"
-            )
-            rows.append(row)
+        rows = [score_batch(c, i, p, inputs, reference) for c, i, p in zip(compiled, inferred, perfs, strict=True)]
         return sorted(rows, key=lambda r: r["batch_size"])
 
     @task(execution_timeout=dt.timedelta(minutes=10))
+    @maps_failures
     def record(
         rows: list[dict[str, Any]],
         inputs: dict[str, Any],
         model: dict[str, Any],
-        backend: dict[str, Any],
+        planned: dict[str, Any],
         params: dict[str, Any],
     ) -> dict[str, Any]:
         """Upsert the run and its batch rows (a retry or re-run leaves exactly one set)."""
-        from twins_tasks.pipeline import build_run
-        from twins_tasks.store import ResultsStore
+        from twins_tasks.pipeline import record_results
 
-        context = get_current_context()
-        dag_run = context["dag_run"]
-        run = build_run(
+        dag_run = get_current_context()["dag_run"]
+        recorded = record_results(
+            _store(),
+            _config(params),
             run_key=dag_run.run_id,
             source="airflow:twins_svt_l_validation",
             inputs=inputs,
             model=model,
-            backend=backend,
-            options={
-                "limit": params["image_limit"],
-                "loop": params["perf_loops"],
-                "precision_mode": params["precision_mode"],
-                "batch_sizes": sorted(r["batch_size"] for r in rows),
-            },
+            backend_description=planned["backend_description"],
+            rows=rows,
             started_at=dag_run.start_date,
-            finished_at=dt.datetime.now(dt.UTC),
         )
-        store = ResultsStore(_results_url())
-        store.record_run(run, rows)
-        runs, batches = store.count_rows()
-        print(
-            f"Recorded run {run['run_key']} ({len(rows)} batch sizes) in {store.describe()}; "
-            f"the database now holds {runs} runs, {batches} batch results"
-        )
-        return {"run_key": run["run_key"], "config_key": run["config_key"], "results_db": store.describe()}
+        return dict(recorded)
 
     @task(execution_timeout=dt.timedelta(minutes=10))
-    def report(recorded: dict[str, Any], run_dir: str, params: dict[str, Any]) -> str:
-        """Print the recipe's table into the log and write it to <run folder>/report.md."""
-        from twins_tasks.files import write_text_atomic
-        from twins_tasks.report import parse_baseline_numbers, render
-        from twins_tasks.store import ResultsStore
+    @maps_failures
+    def report(recorded: dict[str, Any], planned: dict[str, Any], params: dict[str, Any]) -> str:
+        """Write the recipe's table to <run folder>/report.md and show it in this task's log."""
+        from twins_tasks.pipeline import write_report
 
-        store = ResultsStore(_results_url())
-        run = store.get_run(recorded["run_key"])
-        baseline_spec = params["baseline"]
-        baseline = parse_baseline_numbers(baseline_spec)
-        label = str(baseline_spec) if isinstance(baseline_spec, str) else "baseline"
-        if baseline is None and baseline_spec:  # a previous run id
-            previous = store.get_run(str(baseline_spec))
-            if previous is None:
-                from twins_tasks.errors import InputError
-
-                raise InputError(
-                    f"baseline run {baseline_spec!r} is not in {store.describe()}: use a run id "
-                    f"listed by `twins results`, a preset, or numbers per batch size"
-                )
-            baseline = {b["batch_size"]: b["throughput"] for b in previous["batches"] if b["throughput"]}
-            label = f"run {baseline_spec}"
-        text = render(run, run["batches"], baseline=baseline, baseline_label=label)
-        path = Path(run_dir) / "report.md"
-        write_text_atomic(path, text)
-        print(text)
-        print(f"\nReport written to {path}; results database: {store.describe()}")
+        store = _store()
+        text, path = write_report(store, recorded["run_key"], params.get("baseline"), planned["run_dir"])
+        # Through the logger, not print(): printed output lands in a collapsed group of the UI's log view.
+        log.info("Report for run %s:\n%s", recorded["run_key"], text)
+        log.info("Report written to %s; results database: %s", path, store.describe())
         return str(path)
 
     @task(retries=0, execution_timeout=dt.timedelta(minutes=10))
+    @maps_failures
     def regression_check(recorded: dict[str, Any], params: dict[str, Any]) -> str:
         """Fail when accuracy or throughput dropped beyond the thresholds since the last good run."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from twins_tasks.regression import check_regression
 
-        from twins_tasks.regression import Thresholds, compare
-        from twins_tasks.store import ResultsStore
-
-        store = ResultsStore(_results_url())
-        current = store.get_run(recorded["run_key"])
-        previous = store.last_successful(recorded["config_key"], exclude_run_key=recorded["run_key"])
-        if previous is None:
-            store.set_regression_status(recorded["run_key"], "first")
-            print("First run of this configuration: nothing to compare with; it becomes the reference.")
-            return "first"
-        thresholds = Thresholds.from_mapping(params)
-        regressions, notes = compare(current["batches"], previous["batches"], thresholds)
-        print(f"Compared with run {previous['run_key']} (recorded {previous['recorded_at']}):")
-        for line in notes:
-            print(f"  ok  {line}")
-        if regressions:
-            store.set_regression_status(recorded["run_key"], "failed")
+        outcome = check_regression(_store(), recorded["run_key"], recorded["config_key"], _config(params).thresholds)
+        log.info("%s", outcome.text())
+        if outcome.status == "failed":
             raise AirflowFailException(
-                f"{len(regressions)} regression(s) against run {previous['run_key']}:\n  " + "\n  ".join(regressions)
+                f"{len(outcome.regressions)} regression(s) against run {outcome.previous_run_key}:\n  "
+                + "\n  ".join(outcome.regressions)
             )
-        store.set_regression_status(recorded["run_key"], "passed")
-        return "passed"
+        return outcome.status
 
-    scored = accuracy(chains, inputs, model, planned["cache_dir"])
-    recorded = record(scored, inputs, model, planned["backend_description"])
-    report(recorded, planned["run_dir"]) >> regression_check(recorded)
+    scored = accuracy(chains, inputs, model, planned)
+    recorded = record(scored, inputs, model, planned)
+    report(recorded, planned) >> regression_check(recorded)
 
 
 twins_svt_l_validation()

@@ -63,6 +63,8 @@ def test_structure(dag):
     assert "accuracy" in up["record"] and "record" in up["report"] and "report" in up["regression_check"]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 2 * * *"
+    # No start_date: unpausing waits for the next 02:00 UTC instead of starting a run with the defaults at once.
+    assert dag.start_date is None and dag.timetable.run_immediately is False
     for task_id in ("per_batch_size.infer", "per_batch_size.perf"):
         assert dag.get_task(task_id).pool == "ascend_npu"
     for task_id in ("plan", "per_batch_size.compile", "per_batch_size.infer", "per_batch_size.perf"):
@@ -147,6 +149,39 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
     assert f"Recorded run {dr.run_id} (2 batch sizes)" in proc.stdout + proc.stderr
     assert _store().count_rows() == before
     assert [b["batch_size"] for b in _store().get_run(dr.run_id)["batches"]] == [1, 4]
+
+
+@pytest.mark.model
+def test_cli_run_of_the_same_setup_compares_with_the_dag_run(dag, dataset, airflow_db):
+    # One recipe core: `twins run` with the flags that match the DAG run's Params records the same config_key,
+    # and its regression check compares it with the DAG's run.
+    store = _store()
+    (dag_run,) = [
+        r for r in store.list_runs(50) if r["source"].startswith("airflow:") and r["config"]["batch_sizes"] == [1, 4]
+    ]
+    twins = str(Path(sys.executable).with_name("twins"))
+    argv = [twins, "run", "--root_path", str(dataset), "--random-init", "--backend", "onnxruntime",
+            "--batch-sizes", "1,4", "--loop", "2", "--reference-images", "3", "--max-throughput-drop-pct", "1000",
+            "--work-dir", os.environ["TWINS_WORK_DIR"], "--run-name", "cli-same-setup",
+            "--results-url", store.url]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli_run = store.get_run("cli-same-setup")
+    assert cli_run["source"] == "cli" and cli_run["config_key"] == dag_run["config_key"]
+    assert f"Regression check against run {dag_run['run_key']}" in proc.stdout
+
+
+def test_bad_dataset_path_fails_plan_without_retry(dag, airflow_db, tmp_path, capfd):
+    from twins_airflow.exceptions import TwinsInputError
+
+    dr, states = _run(dag, tmp_path, {"dataset_path": str(tmp_path / "nowhere"), "backend": "onnxruntime"})
+    assert str(states[("plan", -1)]).endswith("failed") and not str(dr.state).endswith("success")
+    assert str(states[("preprocess", -1)]).endswith("upstream_failed")
+    out = capfd.readouterr().out
+    assert (
+        f"{TwinsInputError.__name__}: bad input (not retried): dataset folder {tmp_path / 'nowhere'} does not exist"
+        in out
+    )
 
 
 @pytest.mark.model

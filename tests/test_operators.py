@@ -195,7 +195,7 @@ def test_atc_failure_fails_the_task_with_its_error_codes(dags_folder, fake, monk
         "infer": TaskInstanceState.UPSTREAM_FAILED,
         "perf": TaskInstanceState.UPSTREAM_FAILED,
     }
-    assert "AirflowException: atc failed (exit 255)" in out
+    assert "TwinsTaskError: atc failed (exit 255)" in out  # an AirflowException: retries apply
     assert out.count("error codes: E10001, EZ3003") == 1  # one traceback, not the same message twice
     assert "EZ3003: No supported Ops kernel and engine are found" in out
 

@@ -8,7 +8,11 @@ import logging
 import sys
 
 from . import __version__
-from .errors import TwinsError
+from .errors import InputError, TwinsError
+
+# Exit codes: 1 = a step failed (tool, missing outputs), 2 = bad input (as argparse's usage errors), 3 = `twins run`
+# recorded a regression. The DAG's preprocess task maps 2 to a failure without retries.
+EXIT_INPUT = 2
 
 # Each module registers its own subcommand(s); imported lazily so `twins --help` stays fast.
 STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "pipeline", "store")
@@ -35,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"twins {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
     except TwinsError as exc:
         print(f"twins {args.command}: error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -16,17 +16,25 @@ import re
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import DEFAULT_MODEL
-from .backends import Backend, add_backend_arguments, backend_from_args
+from .backends import Backend, get_backend, resolve_backend_name
 from .cache import compile_cached, discard_incomplete, load_record, require_record
 from .errors import InputError, MissingOutputError
 from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
+from .recipe import RecipeConfig, add_recipe_arguments
+from .records import PlanRecord, RecordedRun
+
+if TYPE_CHECKING:
+    from .store import ResultsStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
+EXIT_REGRESSION = 3  # `twins run`: the run was recorded, and the regression check failed
+# Per-batch lists in the ais_bench summary: 50,000 entries do not belong in an XCom.
+_BIG_SUMMARY_KEYS = ("npu_compute_time_list", "filesinfo")
+
 EXPORT_RECORD = "export.json"
 PREPROCESS_RECORD = "preprocess.json"
 
@@ -44,25 +52,6 @@ def software_versions() -> dict[str, str]:
 def safe_name(text: str) -> str:
     """A run id as a directory name (Airflow run ids hold ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"
-
-
-def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> list[int]:
-    """'1,4,8' or [1, 4, 8] -> [1, 4, 8]; integers 1..256, unique."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    sizes: list[int] = []
-    for item in items:
-        try:
-            bs = int(str(item).strip())
-        except ValueError:
-            raise InputError(f"batch size {item!r} is not an integer (expected e.g. 1,4,8)") from None
-        if not 1 <= bs <= 256:
-            raise InputError(f"batch size {bs} is out of range: use integers from 1 to 256")
-        if bs in sizes:
-            raise InputError(f"batch size {bs} is listed twice: batch sizes must be unique")
-        sizes.append(bs)
-    if not sizes:
-        raise InputError("no batch sizes given (expected e.g. 1,4,8)")
-    return sizes
 
 
 def _rewrite_paths(obj: Any, old: str, new: str) -> Any:
@@ -224,10 +213,48 @@ def prepare_reference(
     return {**record, "reference": str(path), "limit": limit, "cached": False}
 
 
-def compile_step(backend: Backend, model: dict[str, Any], batch_size: int, cache_root: str | Path) -> dict[str, Any]:
-    return compile_cached(
-        backend, Path(model["onnx"]), batch_size, cache_root, name=f"{model['model_name']}_bs{batch_size}"
-    )
+def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store: ResultsStore) -> PlanRecord:
+    """Everything that can fail before hours of work, checked on the host that will do it; the run's folders."""
+    config.check_paths()
+    resolve_baseline(store, config.baseline)  # an unknown run id fails now, not after the run
+    backend = resolve_backend_name(config.backend.name, cann_env=config.backend.cann_env)
+    options = config.backend.options(backend)
+    description = describe_backend(get_backend(backend, **options))
+    work = Path(work_dir).resolve()
+    run_dir = work / "runs" / safe_name(run_key)
+    return {
+        "backend": backend,
+        "backend_options": options,
+        "backend_description": description,
+        "batch_sizes": list(config.batch_sizes),
+        "cache_dir": str(work / "cache"),
+        "run_dir": str(run_dir),
+        "result_dir": str(run_dir / "result"),
+    }
+
+
+def prepare_reference_for(
+    config: RecipeConfig, cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The PyTorch reference logits the run compares with, or None when ``reference_images`` is 0."""
+    if config.reference_images <= 0:
+        return None
+    return prepare_reference(cache_root, inputs, model, limit=config.reference_images)
+
+
+def result_name(artifact: str | Path) -> str:
+    """The recipe names the result folder after the model: ``<name>_bs<N>`` (atc may add ``_linux_<arch>``)."""
+    return re.sub(r"_linux_[a-z0-9_]+$", "", Path(artifact).stem)
+
+
+def compile_step(
+    backend: Backend, onnx: str | Path, batch_size: int, cache_root: str | Path, *, name: str | None = None
+) -> dict[str, Any]:
+    """Compile (or reuse) the artifact for one batch size, named ``<model stem>_bs<N>`` as in the recipe."""
+    onnx = Path(onnx)
+    if not onnx.is_file():  # before the cache hashes it
+        raise InputError(f"ONNX model {onnx} not found: run the export step (twins pth2onnx) first")
+    return compile_cached(backend, onnx, batch_size, cache_root, name=name or f"{onnx.stem}_bs{batch_size}")
 
 
 def infer_step(
@@ -254,14 +281,18 @@ def infer_step(
     record = result.to_dict()
     record["output_dir"] = str(final)
     # Per-batch timing lists and file lists grow with the dataset: keep XComs small.
-    record["summary"] = {
-        k: v for k, v in record.get("summary", {}).items() if k not in ("npu_compute_time_list", "filesinfo")
-    }
+    record["summary"] = {k: v for k, v in record.get("summary", {}).items() if k not in _BIG_SUMMARY_KEYS}
+    log.info(
+        "%d outputs in %s (%.1f images/s end to end)", record["num_outputs"], record["output_dir"], record["throughput"]
+    )
     return record
 
 
-def perf_step(backend: Backend, artifact: str | Path, batch_size: int, *, loop: int = 20) -> dict[str, Any]:
-    result = backend.perf(Path(artifact), batch_size, loop=loop)
+def perf_step(
+    backend: Backend, artifact: str | Path, batch_size: int, *, loop: int = 20, warmup: int = 1
+) -> dict[str, Any]:
+    """Pure performance (ais_bench --loop); its summary lines go to the log as the tool prints them."""
+    result = backend.perf(Path(artifact), batch_size, loop=loop, warmup=warmup)
     for line in result.summary_lines():
         log.info("%s", line)
     return result.to_dict()
@@ -296,6 +327,30 @@ def score_step(pred_dir: str | Path, inputs: dict[str, Any], reference: dict[str
     return out
 
 
+def score_batch(
+    compiled: dict[str, Any],
+    inferred: dict[str, Any],
+    perf: dict[str, Any],
+    inputs: dict[str, Any],
+    reference: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One batch size's results-DB row: its chain's records plus top-1/top-5 and agreement with PyTorch."""
+    row = batch_row(
+        int(compiled["batch_size"]), compiled, inferred, perf, score_step(inferred["output_dir"], inputs, reference)
+    )
+    agreement = row.get("agreement_top1")
+    log.info(
+        "bs%d: top-1 %.1f%%, top-5 %.1f%%, %d missing, agreement with PyTorch %s, %.2f img/s",
+        row["batch_size"],
+        row["top1"],
+        row["top5"],
+        row["num_missing"],
+        "-" if agreement is None else f"{agreement:.1f}%",
+        row["throughput"] or 0.0,
+    )
+    return row
+
+
 def config_key(config: dict[str, Any]) -> str:
     """Runs with the same key are comparable for regression checks."""
     keys = (
@@ -316,6 +371,7 @@ def batch_row(
     batch_size: int, compiled: dict[str, Any], inferred: dict[str, Any], perf: dict[str, Any], scored: dict[str, Any]
 ) -> dict[str, Any]:
     """One batch size's results as a results-DB row."""
+    scored_keys = ("top1", "top5", "num_images", "num_missing", "agreement_top1", "agreement_max_abs_diff")
     return {
         "batch_size": batch_size,
         "artifact": compiled.get("artifact"),
@@ -330,18 +386,7 @@ def batch_row(
         "latency_median_ms": perf.get("median_ms"),
         "latency_p99_ms": perf.get("p99_ms"),
         "throughput": perf.get("throughput"),
-        **{
-            k: scored.get(k)
-            for k in (
-                "top1",
-                "top5",
-                "num_images",
-                "num_missing",
-                "agreement_top1",
-                "agreement_max_abs_diff",
-                "agreement_images",
-            )
-        },
+        **{k: scored.get(k) for k in (*scored_keys, "agreement_images")},
     }
 
 
@@ -400,116 +445,172 @@ def build_run(
     }
 
 
+def record_results(
+    store: ResultsStore,
+    config: RecipeConfig,
+    *,
+    run_key: str,
+    source: str,
+    inputs: dict[str, Any],
+    model: dict[str, Any],
+    backend_description: dict[str, Any],
+    rows: list[dict[str, Any]],
+    started_at: Any = None,
+) -> RecordedRun:
+    """Upsert the run and its batch rows (a retry or re-run leaves exactly one set)."""
+    run = build_run(
+        run_key=run_key,
+        source=source,
+        inputs=inputs,
+        model=model,
+        backend=backend_description,
+        options=config.key_options,
+        started_at=started_at,
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    store.record_run(run, rows)
+    runs, batches = store.count_rows()
+    log.info(
+        "Recorded run %s (%d batch sizes) in %s; the database now holds %d runs, %d batch results",
+        run_key,
+        len(rows),
+        store.describe(),
+        runs,
+        batches,
+    )
+    return {"run_key": run_key, "config_key": run["config_key"], "results_db": store.describe()}
+
+
+def resolve_baseline(store: ResultsStore, spec: Any) -> tuple[dict[int, float] | None, str]:
+    """The baseline's img/s per batch size and its label: numbers, a preset, or a previous run's throughput."""
+    from .report import parse_baseline_numbers
+
+    numbers = parse_baseline_numbers(spec)
+    if numbers is not None:
+        return numbers, spec if isinstance(spec, str) else "baseline"
+    if not spec:
+        return None, "baseline"
+    previous = store.get_run(str(spec))
+    if previous is None:
+        raise InputError(
+            f"baseline run {spec!r} is not in {store.describe()}: use a run id listed by `twins results`, "
+            f"a preset (recipe-gpu, recipe-310p), or numbers per batch size like 1:62,4:77"
+        )
+    return {b["batch_size"]: b["throughput"] for b in previous["batches"] if b["throughput"]}, f"run {spec}"
+
+
+def write_report(store: ResultsStore, run_key: str, baseline: Any, run_dir: str | Path) -> tuple[str, Path]:
+    """Render the recipe's table for a recorded run into ``<run folder>/report.md``; note its path in the DB."""
+    from .report import render
+
+    run = store.get_run(run_key)
+    if run is None:
+        raise MissingOutputError(f"run {run_key!r} is not in {store.describe()}: the record step did not finish")
+    numbers, label = resolve_baseline(store, baseline)
+    text = render(run, run["batches"], baseline=numbers, baseline_label=label)
+    path = Path(run_dir) / "report.md"
+    write_text_atomic(path, text)
+    store.update_run(run_key, report_path=str(path))
+    return text, path
+
+
 # --- `twins run` --------------------------------------------------------------------------------------------
 
 
-def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from .report import parse_baseline_numbers, render
+def run_recipe(
+    config: RecipeConfig, *, work_dir: str | Path, run_key: str, results_url: str | None = None
+) -> dict[str, Any]:
+    """The whole recipe in this process: the same steps, in the same order, as the DAG's tasks."""
+    from .regression import check_regression
     from .store import ResultsStore
 
-    batch_sizes = parse_batch_sizes(args.batch_sizes)
-    work = Path(args.work_dir).resolve()
-    cache_root = work / "cache"
-    run_key = args.run_name or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-    run_dir = work / "runs" / safe_name(run_key)
     started = dt.datetime.now(dt.UTC)
-    backend = backend_from_args(args)
-    log.info("Run %s: backend %s, batch sizes %s, work dir %s", run_key, backend.name, batch_sizes, work)
-
-    inputs = prepare_inputs(args.root_path, cache_root, limit=args.limit, workers=args.workers, skip_bad=args.skip_bad)
+    store = ResultsStore(results_url)
+    plan = plan_run(config, work_dir=work_dir, run_key=run_key, store=store)
+    backend = get_backend(plan["backend"], **plan["backend_options"])
+    log.info("Run %s: backend %s, batch sizes %s, run folder %s", run_key, backend.name, plan["batch_sizes"],
+             plan["run_dir"])  # fmt: skip
+    cache_root = plan["cache_dir"]
+    inputs = prepare_inputs(
+        config.dataset_path, cache_root, limit=config.limit, workers=config.workers, skip_bad=config.skip_bad
+    )
     model = prepare_model(
         cache_root,
-        model_name=args.model,
-        resume=args.resume,
-        random_init=args.random_init,
-        seed=args.seed,
-        opset=args.opset,
+        model_name=config.model_name,
+        resume=config.checkpoint,
+        random_init=config.random_init,
+        seed=config.seed,
+        opset=config.opset,
     )
-    reference = (
-        prepare_reference(cache_root, inputs, model, limit=args.reference_images) if args.reference_images > 0 else None
-    )
-
-    batches = []
-    for bs in batch_sizes:
-        compiled = compile_step(backend, model, bs, cache_root)
+    reference = prepare_reference_for(config, cache_root, inputs, model)
+    rows = []
+    for bs in plan["batch_sizes"]:
+        compiled = compile_step(backend, model["onnx"], bs, cache_root)
+        artifact = compiled["artifact"]
         inferred = infer_step(
-            backend,
-            compiled["artifact"],
-            inputs["bin_path"],
-            bs,
-            run_dir / "result",
-            f"{model['model_name']}_bs{bs}",
-            args.outfmt,
+            backend, artifact, inputs["bin_path"], bs, plan["result_dir"], result_name(artifact), config.outfmt
         )
-        perf = perf_step(backend, compiled["artifact"], bs, loop=args.loop)
-        scored = score_step(inferred["output_dir"], inputs, reference)
-        batches.append(batch_row(bs, compiled, inferred, perf, scored))
-
-    run = build_run(
+        perf = perf_step(backend, artifact, bs, loop=config.perf_loops)
+        rows.append(score_batch(compiled, inferred, perf, inputs, reference))
+    recorded = record_results(
+        store,
+        config,
         run_key=run_key,
         source="cli",
         inputs=inputs,
         model=model,
-        backend=describe_backend(backend),
-        options={
-            "limit": args.limit,
-            "loop": args.loop,
-            "batch_sizes": batch_sizes,
-            "precision_mode": getattr(args, "precision_mode", None),
-        },
+        backend_description=plan["backend_description"],
+        rows=rows,
         started_at=started,
-        finished_at=dt.datetime.now(dt.UTC),
     )
-
-    baseline = parse_baseline_numbers(args.baseline)
-    report = render(
-        run,
-        batches,
-        baseline=baseline,
-        baseline_label=args.baseline if isinstance(args.baseline, str) and baseline else "baseline",
-    )
-    report_path = run_dir / "report.md"
-    write_text_atomic(report_path, report)
-    run["report_path"] = str(report_path)
-    store = ResultsStore(args.results_url or None)
-    store.record_run(run, batches)
+    report, report_path = write_report(store, run_key, config.baseline, plan["run_dir"])
     print(report)
     print(f"\nReport: {report_path}\nResults database: {store.describe()} (run {run_key})")
-    return {"run": run, "batches": batches}
+    outcome = check_regression(store, recorded["run_key"], recorded["config_key"], config.thresholds)
+    print(outcome.text())
+    return {"recorded": recorded, "rows": rows, "regression": outcome.status}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run",
         help="the whole recipe without Airflow, ending with the perf table",
-        description="preprocess -> pth2onnx -> per batch size compile, infer, perf -> "
-        "postprocess -> results DB -> report",
+        description="preprocess -> pth2onnx -> per batch size compile, infer, perf -> postprocess -> results DB "
+        "-> report -> regression check against the last good run of the same setup (exit code 3 on a regression)",
     )
-    p.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
-    p.add_argument("--resume", default=None, help="checkpoint (alt_gvt_large.pth)")
-    p.add_argument("--random-init", action="store_true", help="seeded random weights instead of a checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--opset", type=int, default=11)
-    p.add_argument("--batch_sizes", default="1,4,8,16,32,64")
-    p.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
-    p.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
-    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
-    p.add_argument("--loop", type=int, default=20, help="perf loop count")
-    p.add_argument("--outfmt", default="TXT", choices=["TXT", "NPY", "BIN"])
-    p.add_argument("--reference-images", type=int, default=16, help="images compared with PyTorch logits (0 = skip)")
-    p.add_argument(
-        "--baseline", default=None, help="none, a preset (recipe-gpu, recipe-310p) or numbers like 1:62,4:77"
-    )
-    p.add_argument("--work_dir", default="twins_work", help="cache and run outputs")
+    add_recipe_arguments(p)
+    p.add_argument("--work-dir", "--work_dir", dest="work_dir", default="twins_work", help="cache and run outputs")
     p.add_argument("--run-name", default=None, help="run id in the results DB (default: cli__<UTC time>)")
     p.add_argument(
         "--results-url", default=None, help="SQLAlchemy URL (default $TWINS_RESULTS_URL or ./twins_results.db)"
     )
-    add_backend_arguments(p)
     p.set_defaults(func=_main)
+
+    p = subparsers.add_parser(
+        "prepare-inputs",
+        help="preprocess into the content-addressed cache (what the DAG's preprocess task runs)",
+        description="twins preprocess into <cache>/bins/<key>, reused when the dataset, transform and limit are "
+        "unchanged; writes the cache record as JSON to --record",
+    )
+    p.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
+    p.add_argument("--cache-dir", required=True, help="cache root (TWINS_WORK_DIR/cache)")
+    p.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
+    p.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
+    p.add_argument("--record", required=True, help="where to write the cache record (JSON)")
+    p.set_defaults(func=_prepare_inputs_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    run_recipe(args)
+    config = RecipeConfig.from_args(args)
+    run_key = args.run_name or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    result = run_recipe(config, work_dir=args.work_dir, run_key=run_key, results_url=args.results_url)
+    return EXIT_REGRESSION if result["regression"] == "failed" else 0
+
+
+def _prepare_inputs_main(args: argparse.Namespace) -> int:
+    record = prepare_inputs(
+        args.root_path, args.cache_dir, limit=args.limit, workers=args.workers, skip_bad=args.skip_bad
+    )
+    write_json_atomic(Path(args.record), record)
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import ResultsStore
 
 
 @dataclass
@@ -49,3 +52,45 @@ def compare(
             )
             (regressions if drop_pct > thresholds.max_throughput_drop_pct else notes).append(line)
     return regressions, notes
+
+
+@dataclass
+class RegressionOutcome:
+    """``first`` (nothing to compare with: this run becomes the reference), ``passed`` or ``failed``."""
+
+    status: str
+    previous_run_key: str | None = None
+    previous_recorded_at: Any = None
+    regressions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """What was compared and the verdict, one line per batch size and metric."""
+        if self.status == "first":
+            return "Regression check: first run of this configuration; it becomes the reference."
+        lines = [f"Regression check against run {self.previous_run_key} (recorded {self.previous_recorded_at}):"]
+        lines += [f"  ok  {line}" for line in self.notes]
+        lines += [f"  REGRESSION  {line}" for line in self.regressions]
+        lines.append(f"Regression check: {self.status}")
+        return "\n".join(lines)
+
+
+def check_regression(store: ResultsStore, run_key: str, config_key: str, thresholds: Thresholds) -> RegressionOutcome:
+    """Compare a recorded run with the last good run of the same configuration; record the verdict."""
+    current = store.get_run(run_key)
+    if current is None:
+        raise LookupError(f"no run {run_key!r} in {store.describe()}")
+    previous = store.last_successful(config_key, exclude_run_key=run_key)
+    if previous is None:
+        outcome = RegressionOutcome("first")
+    else:
+        regressions, notes = compare(current["batches"], previous["batches"], thresholds)
+        outcome = RegressionOutcome(
+            "failed" if regressions else "passed",
+            previous_run_key=previous["run_key"],
+            previous_recorded_at=previous["recorded_at"],
+            regressions=regressions,
+            notes=notes,
+        )
+    store.update_run(run_key, regression_status=outcome.status)
+    return outcome

@@ -212,12 +212,17 @@ class ResultsStore:
                 session.execute(delete(BatchResult).where(BatchResult.id.in_([b.id for b in existing.values()])))
             return row.id
 
-    def set_regression_status(self, run_key: str, status: str) -> None:
+    def update_run(self, run_key: str, **fields: Any) -> None:
+        """Set some fields of a recorded run (``regression_status``, ``report_path``)."""
+        unknown = set(fields) - set(RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
         with self._sessions.begin() as session:
             row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
             if row is None:
                 raise LookupError(f"no run {run_key!r} in {self.describe()}")
-            row.regression_status = status
+            for key, value in fields.items():
+                setattr(row, key, value)
 
     def get_run(self, run_key: str) -> dict[str, Any] | None:
         with self._sessions() as session:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ class ToolResult:
 
     def tail(self, n: int = 20) -> list[str]:
         return self.lines[-n:]
+
+
+class LineLogger(Protocol):
+    """Where a tool's lines go: a ``logging.Logger``, or Airflow's task logger (``hook.log``)."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
 
 
 class ToolRunner(Protocol):
@@ -76,7 +82,7 @@ def run_tool(
     cwd: str | None = None,
     timeout: float | None = None,
     title: str | None = None,
-    logger: logging.Logger | None = None,
+    logger: LineLogger | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> ToolResult:
     """Run ``argv``; log every line as it arrives; return exit code and the last lines.

@@ -1,60 +1,44 @@
-"""A SubprocessHook that runs the Ascend tools through twins_tasks' tool runner.
-
-The backend calls ``hook(argv, env=..., cwd=..., timeout=..., title=...)``; every line of the tool's output
-goes into the task log as it arrives, long outputs folded under ``::group::title``, and ``on_kill`` stops
-the tool with everything it started (its own process group).
-"""
+"""Hooks: the tool runner every recipe step uses, and the results database on the ``twins_results`` Connection."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
-from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
+from twins_tasks.cli import EXIT_INPUT
+from twins_tasks.errors import InputError, ToolError
+from twins_tasks.store import DEFAULT_SQLITE_NAME, ResultsStore
 from twins_tasks.toolrun import ToolResult, kill_process_group, run_tool
 
 
-class ToolHook(SubprocessHook):
-    """Run one external tool at a time (argv, never a shell string), streaming its output into the log.
+class ToolHook(BaseHook):
+    """Run one external tool at a time (argv, never a shell string), streaming its output into the task log.
 
-    An instance is a :class:`twins_tasks.toolrun.ToolRunner`: pass it as ``runner=`` to a backend.
+    An instance is a :class:`twins_tasks.toolrun.ToolRunner`: pass it as ``runner=`` to a backend. It keeps
+    the running process, so that :meth:`send_sigterm` (the operators' ``on_kill``) stops the tool and every
+    process it started (its own process group), even after the tool itself exited.
 
     :param kill_grace_s: seconds between SIGTERM and SIGKILL when the task is killed.
     """
 
-    def __init__(self, *, kill_grace_s: float = 10.0, **kwargs) -> None:
+    hook_name = "Twins-SVT-L tool runner"
+
+    def __init__(self, *, kill_grace_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kill_grace_s = kill_grace_s
-
-    def run_command(  # type: ignore[override]  # returns a ToolResult: exit code and the output's last lines
-        self,
-        command: list[str],
-        env: dict[str, str] | None = None,
-        output_encoding: str = "utf-8",
-        cwd: str | None = None,
-        timeout: float | None = None,
-        title: str | None = None,
-    ) -> ToolResult:
-        """Run ``command``; log each line live; return its exit code and last lines.
-
-        :param command: the tool and its arguments, one literal string each.
-        :param env: the whole environment of the tool (default: this process's).
-        :param output_encoding: must be UTF-8 (the tools print ASCII; undecodable bytes are escaped).
-        :param cwd: working directory (default: this process's; the backend passes absolute paths).
-        :param timeout: seconds after which the tool's process group is stopped (``timed_out`` is set).
-        :param title: fold the tool's output under ``::group::title`` in the log view.
-        """
-        if output_encoding.lower().replace("-", "") != "utf8":
-            raise ValueError(f"ToolHook decodes tool output as UTF-8, not {output_encoding!r}")
-
-        def keep(proc: subprocess.Popen) -> None:
-            self.sub_process = proc
-
-        return run_tool(command, env=env, cwd=cwd, timeout=timeout, title=title, logger=self.log, on_start=keep)  # type: ignore[arg-type]
+        self.sub_process: subprocess.Popen | None = None
 
     def __call__(
         self,
@@ -65,20 +49,39 @@ class ToolHook(SubprocessHook):
         timeout: float | None = None,
         title: str | None = None,
     ) -> ToolResult:
-        return self.run_command(
-            list(argv), env=dict(env) if env is not None else None, cwd=cwd, timeout=timeout, title=title
-        )
+        """Run ``argv``; log each line live (folded under ``::group::title``); return exit code and last lines."""
+        return run_tool(argv, env=env, cwd=cwd, timeout=timeout, title=title, logger=self.log, on_start=self._keep)
+
+    def _keep(self, proc: subprocess.Popen) -> None:
+        self.sub_process = proc
+
+    def run_twins(self, subcommand: str, *args: str, title: str | None = None) -> dict[str, Any]:
+        """Run a ``twins`` subcommand in a child process and return the JSON record it writes to ``--record``.
+
+        For steps that start worker processes: a Celery prefork worker runs tasks in daemonic processes, which
+        may not have children, while a child process of ours may. Exit code 2 (bad input) becomes an
+        :class:`InputError`, any other failure a :class:`ToolError`; both carry the step's own last lines.
+        """
+        with tempfile.TemporaryDirectory(prefix="twins-record-") as tmp:
+            record = Path(tmp) / "record.json"
+            argv = [sys.executable, "-m", "twins_tasks.cli", subcommand, *args, "--record", str(record)]
+            result = self(argv, title=title)
+            if result.exit_code == EXIT_INPUT:
+                raise InputError(_last_error(result) or f"twins {subcommand}: bad input (exit code 2)")
+            if result.exit_code != 0 or not record.is_file():
+                raise ToolError(
+                    f"twins {subcommand} failed (exit code {result.exit_code}): {_last_error(result) or 'see the log'}",
+                    exit_code=result.exit_code,
+                    lines=result.tail(),
+                )
+            return json.loads(record.read_text())
 
     def send_sigterm(self) -> None:
         """Stop the running tool and its children: SIGTERM to its process group, SIGKILL after the grace."""
         proc = self.sub_process
         if proc is None:
             return
-        self.log.info(
-            "Sending SIGTERM to the process group of %s (pid %d)",
-            proc.args[0] if isinstance(proc.args, list) and proc.args else "tool",
-            proc.pid,
-        )
+        self.log.info("Sending SIGTERM to the process group of pid %d", proc.pid)
         if proc.poll() is None:
             kill_process_group(proc, grace_s=self.kill_grace_s)
             return
@@ -86,3 +89,42 @@ class ToolHook(SubprocessHook):
         # since it was started in a new session), and a live group's id is never reused.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _last_error(result: ToolResult) -> str | None:
+    """The ``twins <step>: error: ...`` line a failed step prints last."""
+    for line in reversed(result.lines):
+        if ": error: " in line:
+            return line.split(": error: ", 1)[1]
+    return None
+
+
+class ResultsHook(BaseHook):
+    """The results database: the Airflow Connection ``twins_results`` (any SQLAlchemy URL, e.g.
+    ``AIRFLOW_CONN_TWINS_RESULTS=postgresql://user:pass@host/db``), else ``$AIRFLOW_HOME/twins_results.db``.
+
+    Never Airflow's own metadata database: Airflow 3 forbids task code to touch it.
+
+    :param results_conn_id: the Connection's id.
+    """
+
+    conn_name_attr = "results_conn_id"
+    default_conn_name = "twins_results"
+    conn_type = "generic"
+    hook_name = "Twins-SVT-L results database"
+
+    def __init__(self, results_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.results_conn_id = results_conn_id
+
+    def get_url(self) -> str:
+        try:
+            conn = self.get_connection(self.results_conn_id)
+        except AirflowNotFoundException:
+            home = os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))
+            return f"sqlite:///{os.path.join(home, DEFAULT_SQLITE_NAME)}"
+        return conn.get_uri()
+
+    @cached_property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.get_url())

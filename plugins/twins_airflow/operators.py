@@ -8,28 +8,23 @@ its errors into task failures.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from twins_airflow.exceptions import task_failures
 from twins_airflow.hooks import ToolHook
 from twins_tasks.backends import BACKENDS, get_backend, resolve_backend_name
 from twins_tasks.backends.base import Backend
-from twins_tasks.cache import compile_cached
-from twins_tasks.errors import InputError, TwinsError
+from twins_tasks.errors import InputError
 from twins_tasks.layout import OUTPUT_FORMATS
-from twins_tasks.pipeline import infer_step
+from twins_tasks.pipeline import compile_step, infer_step, perf_step, result_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-# Per-batch lists in the ais_bench summary: 50,000 entries do not belong in an XCom.
-_BIG_SUMMARY_KEYS = ("npu_compute_time_list", "filesinfo")
 
 
 def _is_template(value: Any) -> bool:
@@ -54,7 +49,7 @@ def _int_at_least(value: Any, minimum: int) -> bool:
 def _as_int(name: str, value: Any, minimum: int) -> int:
     """A rendered value (templates render to strings) as an int, or a task failure that names it."""
     if isinstance(value, bool) or not _int_at_least(value, minimum):
-        raise AirflowFailException(f"{name}={value!r} must be an integer >= {minimum}")
+        raise InputError(f"{name}={value!r} must be an integer >= {minimum}")
     return int(str(value))
 
 
@@ -62,12 +57,22 @@ def _artifact_path(artifact: Any) -> Path:
     """The .om path, from a path or from CompileOperator's XCom (its ``artifact`` entry)."""
     if isinstance(artifact, dict):
         if "artifact" not in artifact:
-            raise AirflowFailException(
+            raise InputError(
                 f"artifact={artifact!r} is a dict without an 'artifact' entry: pass the "
                 "compiled model's path or CompileOperator's XCom"
             )
         artifact = artifact["artifact"]
     return Path(str(artifact))
+
+
+# Backend options that are integers: a templated value ("{{ params.device_id }}") renders as a string.
+_INT_OPTIONS = ("device", "threads")
+
+
+def _coerced(key: str, value: Any) -> Any:
+    if key in _INT_OPTIONS and isinstance(value, str):
+        return _as_int(key, value, 0)
+    return value
 
 
 class BackendOperator(BaseOperator):
@@ -102,7 +107,7 @@ class BackendOperator(BaseOperator):
         return ToolHook()
 
     def make_backend(self) -> Backend:
-        options = dict(self.backend_options or {})
+        options = {key: _coerced(key, value) for key, value in (self.backend_options or {}).items()}
         name = resolve_backend_name(self.backend, cann_env=options.get("cann_env"))
         if name == "ascend":
             options["runner"] = self.hook
@@ -110,17 +115,9 @@ class BackendOperator(BaseOperator):
         return get_backend(name, **options)
 
     def execute(self, context: Context) -> Any:
-        # twins_tasks errors are written for the reader and carry the tool's own lines: the task log shows
-        # that message once (``from None``) instead of a second chained traceback repeating it. Anything
-        # else is a bug and propagates with its full traceback.
-        try:
+        # Bad input fails at once, tool failures are retried: the mapping every task of the DAG shares.
+        with task_failures():
             return self.run_step(self.make_backend(), context)
-        except InputError as exc:
-            # Wrong paths or settings do not fix themselves: fail without using up retries.
-            raise AirflowFailException(str(exc)) from None
-        except TwinsError as exc:
-            # A tool failure may be transient (device busy, out of memory): retries apply.
-            raise AirflowException(str(exc)) from None
 
     def run_step(self, backend: Backend, context: Context) -> Any:
         raise NotImplementedError
@@ -155,9 +152,7 @@ class CompileOperator(BackendOperator):
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         batch_size = _as_int("batch_size", self.batch_size, 1)
-        if not Path(self.model).is_file():  # before the cache hashes it
-            raise InputError(f"ONNX model {self.model} not found: run the export step first")
-        record = compile_cached(backend, self.model, batch_size, self.cache_dir, name=self.name or None)
+        record = compile_step(backend, self.model, batch_size, self.cache_dir, name=self.name or None)
         self.log.info(
             "Artifact for batch size %d: %s (%s)",
             batch_size,
@@ -219,19 +214,11 @@ class InferOperator(BackendOperator):
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         batch_size = _as_int("batch_size", self.batch_size, 1)
         artifact = _artifact_path(self.artifact)
-        # The recipe names the result folder after the model: <name>_bs<N> (atc may add _linux_<arch>).
-        name = self.output_dirname or re.sub(r"_linux_[a-z0-9_]+$", "", artifact.stem)
+        name = self.output_dirname or result_name(artifact)
         # Written under a temporary name and renamed when complete: a retry never mixes two attempts.
-        record = infer_step(
+        return infer_step(
             backend, artifact, self.inputs, batch_size, Path(self.output_root), name, str(self.outfmt).upper()
         )
-        self.log.info(
-            "%d outputs in %s (%.1f images/s end to end)",
-            record["num_outputs"],
-            record["output_dir"],
-            record["throughput"],
-        )
-        return record
 
 
 class PerfOperator(BackendOperator):
@@ -267,17 +254,10 @@ class PerfOperator(BackendOperator):
         self.warmup = warmup
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
-        result = backend.perf(
+        return perf_step(
+            backend,
             _artifact_path(self.artifact),
             _as_int("batch_size", self.batch_size, 1),
             loop=_as_int("loop", self.loop, 1),
             warmup=_as_int("warmup", self.warmup, 0),
         )
-        self.log.info(
-            "Batch size %d: %.1f images/s (mean %.3f ms per batch over %d runs)",
-            result.batch_size,
-            result.throughput,
-            result.mean_ms,
-            result.loop,
-        )
-        return result.to_dict()

@@ -54,7 +54,11 @@ def get_backend(name: str, **options: Any) -> Backend:
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by compile/infer/perf; each backend reads the ones it knows."""
+    """Flags shared by compile/infer/perf/run; each backend reads the ones it knows.
+
+    Flags that mirror a tool keep its spelling (``--device`` of ais_bench, ``--soc_version`` and
+    ``--precision_mode`` of atc); our own use ``--kebab-case`` (old spellings stay as aliases).
+    """
     parser.add_argument(
         "--backend",
         default="auto",
@@ -67,23 +71,22 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     a = parser.add_argument_group("ascend backend")
-    a.add_argument("--device", "-d", type=int, default=0, help="NPU device id")
-    a.add_argument("--cann_env", default=None, help=f"CANN set_env.sh (default {DEFAULT_CANN_ENV})")
-    a.add_argument("--soc_version", default="auto", help="e.g. Ascend310P3; auto = from npu-smi info")
-    a.add_argument("--precision_mode", default=None)
-    a.add_argument("--op_select_implmode", default=None)
+    a.add_argument("--device", "-d", type=int, default=0, help="NPU device id (ais_bench --device)")
+    a.add_argument(
+        "--cann-env", "--cann_env", dest="cann_env", default=None, help=f"CANN set_env.sh (default {DEFAULT_CANN_ENV})"
+    )
+    a.add_argument("--soc_version", default="auto", help="atc --soc_version, e.g. Ascend310P3; auto = from npu-smi")
+    a.add_argument("--precision_mode", default=None, help="atc --precision_mode (default: none, as the recipe)")
+    a.add_argument("--op_select_implmode", default=None, help="atc --op_select_implmode")
     a.add_argument(
         "--python", dest="ais_bench_python", default=None, help="Python interpreter that has ais_bench installed"
     )
 
 
 def backend_from_args(args: argparse.Namespace) -> Backend:
-    name = resolve_backend_name(args.backend, cann_env=args.cann_env)
-    if name == "onnxruntime":
-        providers = args.providers.split(",") if args.providers else None
-        return get_backend(name, providers=providers, threads=args.threads)
-    options: dict[str, Any] = {"device": args.device, "soc_version": args.soc_version}
-    for key in ("cann_env", "precision_mode", "op_select_implmode", "ais_bench_python"):
-        if getattr(args, key, None) is not None:
-            options[key] = getattr(args, key)
-    return get_backend(name, **options)
+    """The backend that ``twins compile/infer/perf`` flags select (the same settings ``twins run`` uses)."""
+    from ..recipe import backend_settings_from_args
+
+    settings = backend_settings_from_args(args)
+    name = resolve_backend_name(settings.name, cann_env=settings.cann_env)
+    return get_backend(name, **settings.options(name))

@@ -1,0 +1,134 @@
+"""The one recipe configuration shared by `twins run` and the DAG, and the one failure mapping of all tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from twins_tasks.errors import InputError, MissingOutputError, ToolError
+from twins_tasks.recipe import BackendSettings, RecipeConfig
+
+
+def _dag_params(**extra):
+    from airflow.dag_processing.dagbag import DagBag  # noqa: F401  (Airflow configured by conftest)
+
+    params = {
+        "dataset_path": "/data/val",
+        "image_limit": None,
+        "checkpoint_path": None,
+        "random_init_seed": 0,
+        "model_name": "twins_svt_large",
+        "opset": 11,
+        "backend": "onnxruntime",
+        "soc_version": "auto",
+        "device_id": 0,
+        "precision_mode": "recipe default",
+        "batch_sizes": [1, 4],
+        "perf_loops": 2,
+        "reference_images": 3,
+        "outfmt": "TXT",
+        "baseline": None,
+        "max_top1_drop": 0.5,
+        "max_throughput_drop_pct": 10.0,
+    }
+    return {**params, **extra}
+
+
+def _cli_args(*flags: str):
+    from twins_tasks.cli import build_parser
+
+    return build_parser().parse_args(["run", *flags])
+
+
+def test_cli_flags_and_dag_params_of_the_same_setup_give_the_same_configuration():
+    from_dag = RecipeConfig.from_params(_dag_params())
+    from_cli = RecipeConfig.from_args(
+        _cli_args(
+            "--root_path",
+            "/data/val",
+            "--random-init",
+            "--backend",
+            "onnxruntime",
+            "--batch-sizes",
+            "1,4",
+            "--loop",
+            "2",
+            "--reference-images",
+            "3",
+        )  # fmt: skip
+    )
+    assert from_cli == from_dag
+    # "recipe default" (the form's wording) and no flag (the CLI) are the same setting: no --precision_mode.
+    assert from_dag.backend.precision_mode is None and from_dag.key_options == from_cli.key_options
+    assert RecipeConfig.from_dict(from_dag.to_dict()) == from_dag
+
+
+def test_old_flag_spellings_stay_as_aliases():
+    new = _cli_args("--root_path", "d", "--random-init", "--batch-sizes", "4", "--work-dir", "w", "--cann-env", "e")
+    old = _cli_args("--root_path", "d", "--random-init", "--batch_sizes", "4", "--work_dir", "w", "--cann_env", "e")
+    assert vars(new) == vars(old)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"batch_sizes": [4, 4]}, "listed twice"),
+        ({"batch_sizes": [0]}, "out of range"),
+        ({"perf_loops": 0}, "perf loop count 0"),
+        ({"baseline": "1:abc"}, "baseline '1:abc'"),
+        ({"precision_mode": "fastest"}, "precision mode 'fastest'"),
+        ({"opset": 9}, "opset 9"),
+    ],
+)
+def test_one_validation_names_the_bad_setting(change, words):
+    with pytest.raises(InputError, match=words):
+        RecipeConfig.from_params(_dag_params(**change))
+
+
+def test_backend_options_are_built_in_one_place():
+    settings = BackendSettings(name="ascend", device=3, soc_version="Ascend310P3", precision_mode="force_fp32")
+    assert settings.options("ascend") == {"device": 3, "soc_version": "Ascend310P3", "precision_mode": "force_fp32"}
+    assert BackendSettings(threads=2).options("onnxruntime") == {"providers": None, "threads": 2}
+
+
+def test_check_paths_names_the_missing_path(tmp_path):
+    config = RecipeConfig(dataset_path=str(tmp_path / "missing"), random_init=True)
+    with pytest.raises(InputError, match=f"dataset folder {tmp_path / 'missing'} does not exist"):
+        config.check_paths()
+    config = RecipeConfig(dataset_path=str(tmp_path), checkpoint=str(tmp_path / "x.pth"))
+    with pytest.raises(InputError, match="checkpoint .*x.pth does not exist"):
+        config.check_paths()
+
+
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (InputError("dataset folder /x does not exist"), False),
+        (ToolError("atc failed (exit 255)", exit_code=255, lines=["E10001: bad"]), True),
+        (MissingOutputError("3 outputs missing"), True),
+    ],
+)
+def test_one_failure_mapping_for_operators_and_task_functions(error, retried):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from twins_airflow.exceptions import TwinsTaskError, maps_failures
+
+    @maps_failures
+    def body(params: dict) -> None:
+        raise error
+
+    with pytest.raises(AirflowException) as info:
+        body(params={})
+    assert isinstance(info.value, AirflowFailException) is not retried
+    assert str(error) in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
+    if isinstance(error, ToolError):
+        assert isinstance(info.value, TwinsTaskError) and info.value.lines == ["E10001: bad"]
+
+
+def test_maps_failures_keeps_the_signature_airflow_inspects():
+    import inspect
+
+    from twins_airflow.exceptions import maps_failures
+
+    def plan(params: dict, run_id: str = "") -> None: ...
+
+    assert list(inspect.signature(maps_failures(plan)).parameters) == ["params", "run_id"]
