@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv and run the whole test suite. PostgreSQL (127.0.0.1:5432) is started if it is installed but
-# stopped; in CI (CI=true) its absence is an error instead of a skip.
+# Set up .venv and run the whole test suite. PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are started
+# if they are installed but stopped; in CI (CI=true) their absence is an error instead of a skip.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
@@ -12,7 +12,11 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
         for _ in $(seq 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
     fi
 fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/dev/null 2>&1; then
+    echo "test: starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+fi
 if [ "${CI:-}" = "true" ]; then
-    export TWINS_REQUIRE_SERVICES=1  # tests fail instead of skipping when PostgreSQL is missing
+    export TWINS_REQUIRE_SERVICES=1  # tests fail instead of skipping when PostgreSQL or Redis is missing
 fi
 exec .venv/bin/python -m pytest "$@"

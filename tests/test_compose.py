@@ -97,3 +97,24 @@ def test_dependencies_and_dockerfile(compose):
     assert "FROM apache/airflow:3.3.2" in dockerfile
     assert "AS npu" in dockerfile and "ascend-wheels" in dockerfile
     assert set(compose["volumes"]) >= {"postgres-db-volume", "results-db-volume", "twins-work"}
+
+
+def test_every_database_url_works_with_the_installed_drivers(compose):
+    # Each URL of the file resolves to a SQLAlchemy dialect whose driver the project installs (the `airflow` extra):
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, and `db+` is Celery's prefix for a SQLAlchemy URL.
+    from sqlalchemy.engine import make_url
+
+    from twins_tasks.store import _with_driver
+
+    env = _env(compose["services"]["airflow-scheduler"])
+    urls = {
+        "metadata": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        "celery results": env["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"),
+        "results (twins_results)": _with_driver(env["AIRFLOW_CONN_TWINS_RESULTS"]),
+    }
+    for what, url in urls.items():
+        dialect = make_url(url).get_dialect()
+        assert dialect.import_dbapi() is not None, f"{what}: {url} has no driver installed"
+    # The async engine `airflow db migrate` opens on PostgreSQL.
+    import asyncpg  # noqa: F401
+    import redis  # noqa: F401  (the broker's client)

@@ -1,0 +1,278 @@
+"""The DAG under a real deployed Airflow, in the topology of docker-compose.yaml, as plain processes.
+
+PostgreSQL metadata DB, Redis broker, CeleryExecutor, api-server, scheduler, dag-processor, triggerer, one Celery
+worker on `default` and one on `ascend`, results in PostgreSQL through the `twins_results` Connection. Runs are
+triggered through the REST API exactly as the UI's Trigger form does. PostgreSQL and Redis must be running
+(127.0.0.1:5432 / :6379): without them the test skips with the reason, and fails in CI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+from conftest import ROOT, _unavailable
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import airflow_local
+
+DAG_ID = "twins_svt_l_validation"
+pytestmark = [pytest.mark.model, pytest.mark.deploy]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    """The REST API as the UI uses it: a JWT from /auth/token, then /api/v2."""
+
+    def __init__(self, base: str, password: str) -> None:
+        self.base = base
+        self.token = self._call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
+
+    def _call(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        request.add_header("Accept", "application/json")
+        if getattr(self, "token", None):
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = resp.read().decode()
+        return payload if raw else json.loads(payload or "null")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self._call("GET", path, **kw)
+
+    def trigger(self, conf: dict[str, Any]) -> str:
+        run = self._call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+        return run["dag_run_id"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
+
+    def log(self, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        quoted = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
+        content = self.get(path)["content"]
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for line in content:  # structured log: one dict per line; a failure's exception comes as error_detail
+            if not isinstance(line, dict):
+                lines.append(str(line))
+                continue
+            lines.append(str(line.get("event", "")))
+            lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in line.get("error_detail") or []]
+        return "\n".join(lines)
+
+    def wait(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.run(run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            if time.monotonic() > deadline:
+                states = {t["task_id"]: t["state"] for t in self.task_instances(run_id)}
+                raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f} s: {states}")
+            time.sleep(2)
+
+
+def _outside_groups(log: str) -> str:
+    """The log lines the UI shows unfolded: everything outside ``::group::`` ... ``::endgroup::``."""
+    shown, depth = [], 0
+    for line in log.splitlines():
+        if line.startswith("::group::"):
+            depth += 1
+        elif line.startswith("::endgroup::"):
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            shown.append(line)
+    return "\n".join(shown)
+
+
+def _services() -> None:
+    for port, name, start in (
+        (5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
+        (6379, "Redis", 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'),
+    ):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            _unavailable(f"{name} is not running at 127.0.0.1:{port}: start it with `{start}`")
+
+
+def _create_db(name: str) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+
+
+def _drop_db(name: str) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    _services()
+    from twins_tasks.sample import make_sample
+
+    base = tmp_path_factory.mktemp("deploy")
+    home = base / "airflow"
+    home.mkdir()
+    data = base / "data" / "val"
+    make_sample(data, classes=2, per_class=3, seed=5)
+    suffix = uuid.uuid4().hex[:8]
+    meta_db, results_db = f"twins_deploy_meta_{suffix}", f"twins_deploy_results_{suffix}"
+    for name in (meta_db, results_db):
+        _create_db(name)
+    port = _free_port()
+    # The URL forms of docker-compose.yaml: they must work with exactly the packages the project installs.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,
+        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{meta_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{meta_db}",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{int(suffix, 16) % 14 + 1}",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "900",
+        "AIRFLOW_CONN_TWINS_RESULTS": f"postgresql://postgres@127.0.0.1:5432/{results_db}",
+        "TWINS_WORK_DIR": str(base / "work"),
+        "TWINS_DATASET_PATH": str(data),
+        "TWINS_TASK_RETRIES": "2",  # the shipped default: bad input must not use them
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}",
+    }
+    migrate = subprocess.run(
+        [*airflow_local.AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    pool = subprocess.run(
+        [*airflow_local.AIRFLOW, "pools", "set", "ascend_npu", "1", "one device"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pool.returncode == 0, pool.stderr[-2000:]
+    state = base / "state"
+    parts = airflow_local.components(api_port=port, celery_queues=["default", "ascend"], log_port_base=_free_port())
+    pids = airflow_local.start(parts, env, state)
+    try:
+        airflow_local.wait_healthy(f"http://127.0.0.1:{port}", pids, state)
+        api = Api(f"http://127.0.0.1:{port}", airflow_local.admin_password(home))
+        deadline = time.monotonic() + 180
+        while True:  # the dag-processor parses the DAG file
+            try:
+                api.get(f"/api/v2/dags/{DAG_ID}")
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404 and time.monotonic() < deadline, f"DAG not loaded: {exc}"
+                time.sleep(2)
+        yield {"api": api, "data": data, "results_url": env["AIRFLOW_CONN_TWINS_RESULTS"], "state": state}
+    finally:
+        airflow_local.stop(pids)
+        for name in (meta_db, results_db):
+            _drop_db(name)
+    for name, pid in pids.items():
+        assert not airflow_local.alive(pid), f"{name} still running after stop"
+
+
+def test_deployed_dag_runs_end_to_end(deployment):
+    api: Api = deployment["api"]
+    # The nightly schedule: 02:00 UTC, and no run was started when the DAG appeared unpaused.
+    details = api.get(f"/api/v2/dags/{DAG_ID}/details")
+    assert details["is_paused"] is False
+    next_run = dt.datetime.fromisoformat(details["next_dagrun_run_after"].replace("Z", "+00:00"))
+    assert (next_run.hour, next_run.minute) == (2, 0) and next_run.utcoffset() == dt.timedelta(0)
+    assert next_run > dt.datetime.now(dt.UTC)
+    assert api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["total_entries"] == 0
+
+    conf = {"backend": "onnxruntime", "batch_sizes": [1, 2], "perf_loops": 2, "reference_images": 2}
+    started = time.monotonic()
+    first = api.trigger(conf)
+    run = api.wait(first, timeout_s=900)
+    first_s = time.monotonic() - started
+    tis = {(t["task_id"], t["map_index"]): t for t in api.task_instances(first)}
+    assert run["state"] == "success", {k: t["state"] for k, t in tis.items()}
+    # Work went to the queue of its worker: device steps on `ascend`, the rest on `default`.
+    assert tis[("per_batch_size.perf", 0)]["queue"] == "ascend" and tis[("preprocess", -1)]["queue"] == "default"
+
+    perf_log = api.log(first, "per_batch_size.perf", map_index=0)
+    assert "throughput" in perf_log and "NPU_compute_time" in perf_log
+    # The report is in the log as the UI shows it, outside the folded (collapsed) groups.
+    report_log = _outside_groups(api.log(first, "report"))
+    assert "| throughput (img/s) | bs1 | bs2 |" in report_log and "Best batch size" in report_log
+    # Preprocess ran its worker processes under the Celery worker (in a child process: not daemonic).
+    preprocess_log = api.log(first, "preprocess")
+    assert "daemonic" not in preprocess_log and "Running:" in preprocess_log
+
+    from twins_tasks.store import ResultsStore
+
+    recorded = ResultsStore(deployment["results_url"]).get_run(first)
+    assert recorded["source"] == f"airflow:{DAG_ID}" and [b["batch_size"] for b in recorded["batches"]] == [1, 2]
+    assert all(b["throughput"] > 0 and b["num_missing"] == 0 for b in recorded["batches"])
+
+    # A wrong path fails at once, with one try, and does not hold up the run queued behind it.
+    bad = api.trigger({**conf, "dataset_path": str(deployment["data"]) + "-typo"})
+    second = api.trigger(conf)
+    bad_run = api.wait(bad, timeout_s=300)
+    assert bad_run["state"] == "failed"
+    bad_s = (
+        dt.datetime.fromisoformat(bad_run["end_date"].replace("Z", "+00:00"))
+        - dt.datetime.fromisoformat(bad_run["start_date"].replace("Z", "+00:00"))
+    ).total_seconds()
+    assert bad_s < 60, f"the bad-path run took {bad_s:.0f} s to fail"
+    (plan,) = [t for t in api.task_instances(bad) if t["task_id"] == "plan"]
+    assert plan["state"] == "failed" and plan["try_number"] == 1
+    assert "TwinsInputError: bad input (not retried): dataset folder" in _outside_groups(api.log(bad, "plan"))
+
+    started = time.monotonic()
+    run = api.wait(second, timeout_s=900)
+    second_s = time.monotonic() - started
+    assert run["state"] == "success"
+    assert "Reusing preprocessed inputs" in api.log(second, "preprocess")
+    assert "Reusing ONNX model" in api.log(second, "export")
+    for i in (0, 1):
+        assert "Reusing compiled artifact" in api.log(second, "per_batch_size.compile", map_index=i)
+    timings = deployment["state"] / "timings.json"
+    timings.write_text(json.dumps({"first_run_s": first_s, "bad_input_fail_s": bad_s, "second_run_s": second_s}))
+    print(f"deployed run timings: first {first_s:.0f} s, bad input failed in {bad_s:.0f} s, second {second_s:.0f} s")
