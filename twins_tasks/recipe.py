@@ -94,6 +94,7 @@ class RecipeConfig:
     backend: BackendSettings = field(default_factory=BackendSettings)
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     perf_loops: int = 20
+    perf_rounds: int = 3
     outfmt: str = "TXT"
     reference_images: int = 16
     baseline: str | dict[str, float] | None = None
@@ -126,6 +127,8 @@ class RecipeConfig:
         parse_batch_sizes(self.batch_sizes)
         if self.perf_loops < 1:
             raise InputError(f"perf loop count {self.perf_loops} must be at least 1")
+        if not 1 <= self.perf_rounds <= 20:
+            raise InputError(f"perf rounds {self.perf_rounds} must be from 1 to 20")
         if self.outfmt not in OUTPUT_FORMATS:
             raise InputError(f"output format {self.outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
         if self.reference_images < 0:
@@ -193,6 +196,7 @@ class RecipeConfig:
             ),
             batch_sizes=parse_batch_sizes(params.get("batch_sizes", DEFAULT_BATCH_SIZES)),
             perf_loops=int(params.get("perf_loops", 20)),
+            perf_rounds=int(params.get("perf_rounds", 3)),
             outfmt=str(params.get("outfmt", "TXT")).upper(),
             reference_images=int(params.get("reference_images", 16)),
             baseline=params.get("baseline") or None,
@@ -215,6 +219,7 @@ class RecipeConfig:
             backend=backend_settings_from_args(args),
             batch_sizes=parse_batch_sizes(args.batch_sizes),
             perf_loops=args.loop,
+            perf_rounds=args.perf_rounds,
             outfmt=args.outfmt,
             reference_images=args.reference_images,
             baseline=args.baseline,
@@ -261,6 +266,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
     parser.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
     parser.add_argument("--loop", type=int, default=d["perf_loops"].default, help="perf loop count (ais_bench --loop)")
+    parser.add_argument(
+        "--perf-rounds",
+        type=int,
+        default=d["perf_rounds"].default,
+        help="perf rounds of --loop runs each; the median round counts and their spread is the noise",
+    )
     parser.add_argument("--outfmt", default="TXT", choices=list(OUTPUT_FORMATS), help="ais_bench --outfmt")
     parser.add_argument(
         "--reference-images", type=int, default=d["reference_images"].default,
