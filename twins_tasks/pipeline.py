@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -20,15 +19,16 @@ from typing import Any
 
 from . import DEFAULT_MODEL
 from .backends import Backend, add_backend_arguments, backend_from_args
-from .cache import compile_cached, discard_incomplete, load_record, require_record
+from .cache import compile_cached
 from .errors import InputError, MissingOutputError
-from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
+from .export import prepare_model
+from .files import sha256_json, write_text_atomic
+from .preprocess import prepare_inputs
+from .reference import prepare_reference
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
-EXPORT_RECORD = "export.json"
-PREPROCESS_RECORD = "preprocess.json"
 
 
 def software_versions() -> dict[str, str]:
@@ -65,163 +65,7 @@ def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> list[int]:
     return sizes
 
 
-def _rewrite_paths(obj: Any, old: str, new: str) -> Any:
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, dict):
-        return {k: _rewrite_paths(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_rewrite_paths(v, old, new) for v in obj]
-    return obj
-
-
 # --- steps ------------------------------------------------------------------------------------------------
-
-
-def prepare_inputs(
-    root_path: str | Path,
-    cache_root: str | Path,
-    *,
-    limit: int | None = None,
-    workers: int | None = None,
-    skip_bad: bool = False,
-) -> dict[str, Any]:
-    """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
-    from .preprocess import TRANSFORM_VERSION, preprocess
-    from .sample import is_generated
-
-    root = Path(root_path)
-    if not root.is_dir():
-        raise InputError(
-            f"dataset folder {root} does not exist: pass the ImageNet val folder "
-            f"(one sub-folder per class) or make one with `twins make-sample`"
-        )
-    fingerprint = tree_fingerprint(root)
-    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit, "skip_bad": skip_bad})[
-        :16
-    ]
-    target = Path(cache_root) / "bins" / key
-    record_path = target / PREPROCESS_RECORD
-    # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
-    # fingerprint that keys this cache.
-    synthetic = is_generated(root)
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        log.info(
-            "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
-            target,
-            record["num_images"],
-            TRANSFORM_VERSION,
-        )
-        return {**record, "synthetic_data": synthetic, "cached": True}
-    # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
-    # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
-    result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
-    record = {
-        **result.to_dict(),
-        "bin_path": str(target),
-        "root_path": str(root.resolve()),
-        "dataset_fingerprint": fingerprint,
-        "transform_version": TRANSFORM_VERSION,
-        "key": key,
-    }
-    write_json_atomic(record_path, record)
-    return {**record, "synthetic_data": synthetic, "cached": False}
-
-
-def prepare_model(
-    cache_root: str | Path,
-    *,
-    model_name: str = DEFAULT_MODEL,
-    resume: str | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    opset: int = 11,
-) -> dict[str, Any]:
-    """Export (or reuse) the ONNX model keyed by checkpoint hash + export options + exporter versions."""
-    if resume and random_init:
-        raise InputError("give either a checkpoint (--resume) or --random-init, not both")
-    if resume:
-        if not Path(resume).is_file():
-            raise InputError(
-                f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "
-                f"(or use --random-init --seed S for a weights-free check)"
-            )
-        weights_id: dict[str, Any] = {"checkpoint_sha256": cached_sha256(resume)}
-    elif random_init:
-        weights_id = {"random_init_seed": seed}
-    else:
-        raise InputError(
-            "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
-            "validate the toolchain with seeded random weights"
-        )
-    versions = software_versions()
-    key = sha256_json(
-        {
-            "weights": weights_id,
-            "model": model_name,
-            "opset": opset,
-            "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
-        }
-    )[:16]
-    target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
-    record_path = target / EXPORT_RECORD
-    record = load_record(record_path, "onnx")
-    if record is not None:
-        log.info(
-            "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
-            record["onnx"],
-            record["weights"],
-            record["parity"]["max_abs_diff"],
-        )
-        return {**record, "cached": True}
-    from .export import export_onnx
-
-    discard_incomplete(target)
-    with atomic_dir(target) as tmp:
-        record = export_onnx(
-            tmp / f"{model_name}.onnx",
-            model_name=model_name,
-            resume=resume,
-            random_init=random_init,
-            seed=seed,
-            opset=opset,
-        )
-        record = _rewrite_paths(record, str(tmp), str(target))
-        # What the reference step needs to rebuild the same PyTorch model.
-        record.update(
-            key=key,
-            model_name=model_name,
-            resume=str(resume) if resume else None,
-            random_init=bool(random_init),
-            seed=seed,
-            opset=opset,
-        )
-        write_json_atomic(tmp / EXPORT_RECORD, record)
-    return {**require_record(record_path, "onnx"), "cached": False}
-
-
-def prepare_reference(
-    cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *, limit: int = 16
-) -> dict[str, Any]:
-    """PyTorch reference logits for the first ``limit`` inputs (cached by weights + inputs + limit)."""
-    key = sha256_json({"inputs": inputs["key"], "model": model["key"], "limit": limit})[:16]
-    path = Path(cache_root) / "reference" / f"{key}.npz"
-    if path.is_file():
-        log.info("Reusing PyTorch reference logits %s", path)
-        return {"reference": str(path), "limit": limit, "cached": True}
-    from .reference import reference_logits
-
-    record = reference_logits(
-        Path(inputs["bin_path"]),
-        path,
-        model_name=model["model_name"],
-        resume=model.get("resume"),
-        random_init=model.get("random_init", False),
-        seed=model.get("seed", 0),
-        limit=limit,
-    )
-    return {**record, "reference": str(path), "limit": limit, "cached": False}
 
 
 def compile_step(backend: Backend, model: dict[str, Any], batch_size: int, cache_root: str | Path) -> dict[str, Any]:

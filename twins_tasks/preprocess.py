@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from PIL import Image
 
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
-from .files import atomic_path, write_text_atomic
+from .files import atomic_path, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 TRANSFORM_VERSION = "1"
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
+PREPROCESS_RECORD = "preprocess.json"  # the cache entry's completion record (see prepare_inputs)
 MANIFEST_COLUMNS = ("stem", "source", "label", "wnid", "status", "reason")
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -452,6 +454,59 @@ def _warn_stray_bins(out: Path, expected: set[str]) -> None:
             len(stray),
             ", ".join(sorted(stray)[:3]),
         )
+
+
+# ---------------------------------------------------------------------------------------------- cached step
+
+
+def prepare_inputs(
+    root_path: str | Path,
+    cache_root: str | Path,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
+    from .sample import is_generated
+
+    root = Path(root_path)
+    if not root.is_dir():
+        raise InputError(
+            f"dataset folder {root} does not exist: pass the ImageNet val folder "
+            f"(one sub-folder per class) or make one with `twins make-sample`"
+        )
+    fingerprint = tree_fingerprint(root)
+    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit, "skip_bad": skip_bad})[
+        :16
+    ]
+    target = Path(cache_root) / "bins" / key
+    record_path = target / PREPROCESS_RECORD
+    # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
+    # fingerprint that keys this cache.
+    synthetic = is_generated(root)
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        log.info(
+            "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
+            target,
+            record["num_images"],
+            TRANSFORM_VERSION,
+        )
+        return {**record, "synthetic_data": synthetic, "cached": True}
+    # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
+    # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
+    result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
+    record = {
+        **result.to_dict(),
+        "bin_path": str(target),
+        "root_path": str(root.resolve()),
+        "dataset_fingerprint": fingerprint,
+        "transform_version": TRANSFORM_VERSION,
+        "key": key,
+    }
+    write_json_atomic(record_path, record)
+    return {**record, "synthetic_data": synthetic, "cached": False}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
