@@ -136,3 +136,22 @@ def tree_fingerprint(root: str | os.PathLike, suffixes: tuple[str, ...] | None =
             st = os.stat(full)
             entries.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
     return sha256_json(entries)
+
+
+def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create ``parent/name`` for one run, failing if it exists: two runs never share (and clean) one folder.
+
+    ``mkdir`` without ``exist_ok`` is atomic: of two processes racing for one name exactly one wins.
+    """
+    from .errors import InputError
+
+    path = Path(parent) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise InputError(
+            f"run folder {path} already exists: another run used the run id {name!r}; pass another "
+            "--run-name, or none for a fresh unique id"
+        ) from None
+    return path
