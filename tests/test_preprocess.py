@@ -11,6 +11,7 @@ from PIL import Image
 
 from twins_tasks import BIN_BYTES, MEAN, STD, cli
 from twins_tasks.errors import InputError
+from twins_tasks.labels import IMAGENET, imagenet_wnids
 from twins_tasks.preprocess import (
     CLASSES_NAME,
     MANIFEST_NAME,
@@ -130,7 +131,8 @@ def test_bins_manifest_and_classes(sample, tmp_path):
     for row in rows:
         source = Path(row.source)
         assert row.stem == source.stem and row.wnid == source.parent.name
-        assert row.label == classes.index(row.wnid)
+        # make-sample names folders by real ImageNet-1k wnids: the label is the wnid's ImageNet index.
+        assert row.label == imagenet_wnids().index(row.wnid)
         assert (row.status, row.reason) == ("ok", "")
     header = (out / MANIFEST_NAME).read_text().splitlines()[0]
     assert header == "stem,source,label,wnid,status,reason"
@@ -165,7 +167,7 @@ def test_rerun_keeps_complete_bins_and_redoes_short_ones(sample, tmp_path, caplo
 
 def test_limit_takes_round_robin_subset(sample, tmp_path):
     classes, everything = list_dataset(sample)
-    by_class = [[item for item in everything if item.label == label] for label in range(3)]
+    by_class = [[item for item in everything if item.wnid == wnid] for wnid in classes]
     _, four = list_dataset(sample, limit=4)
     assert four == [by_class[0][0], by_class[0][1], by_class[1][0], by_class[2][0]]
     assert list_dataset(sample, limit=100)[1] == everything
@@ -175,7 +177,8 @@ def test_limit_takes_round_robin_subset(sample, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "bins").glob("*.bin")) == sorted(i.stem for i in four)
     rows = read_manifest(tmp_path / "bins")
     assert [r.stem for r in rows] == [i.stem for i in four]
-    assert [r.label for r in rows] == [0, 0, 1, 2]
+    index = imagenet_wnids().index
+    assert [r.label for r in rows] == [index(classes[0]), index(classes[0]), index(classes[1]), index(classes[2])]
     # All classes are still listed: labels keep their full-dataset meaning.
     assert read_classes(tmp_path / "bins") == classes
     with pytest.raises(InputError, match="--limit"):
@@ -302,3 +305,40 @@ def test_cli_summary_and_rerun(sample, tmp_path, run_cli, capsys):
     line = capsys.readouterr().out.strip()
     assert "9 images" in line and "4 written" in line and "5 kept" in line
     assert run_cli(argv + ["--workers", "0"]) == 1
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+def _tree(root: Path, folders: list[str]) -> None:
+    for i, folder in enumerate(folders):
+        (root / folder).mkdir(parents=True)
+        synthetic_photo(60, 50, seed=i).save(root / folder / f"img{i}.JPEG", "JPEG")
+
+
+def test_wnid_folders_get_their_imagenet_index_even_for_a_class_subset(tmp_path):
+    # Two classes of ImageNet: by position they would be 0 and 1, which scores 0% against a real model.
+    _tree(tmp_path / "val", ["n01440764", "n15075141"])
+    classes, items = list_dataset(tmp_path / "val")
+    assert [(i.wnid, i.label) for i in items] == [("n01440764", 0), ("n15075141", 999)]
+    result = preprocess(tmp_path / "val", tmp_path / "bins", workers=1)
+    assert result.label_scheme == IMAGENET
+    assert [r.label for r in read_manifest(tmp_path / "bins")] == [0, 999]
+
+
+def test_non_wnid_folders_get_positions_and_the_output_says_so(tmp_path, caplog, capsys):
+    _tree(tmp_path / "val", ["cats", "dogs"])
+    assert [i.label for i in list_dataset(tmp_path / "val")[1]] == [0, 1]
+    with caplog.at_level("WARNING", logger="twins_tasks.preprocess"):
+        assert cli.main(["preprocess", "--root_path", str(tmp_path / "val"), "--bin_path", str(tmp_path / "b")]) == 0
+    assert "are not ImageNet wnids: labels are their positions" in caplog.text
+    assert "labels: positions among the sorted class folders" in capsys.readouterr().out
+
+
+def test_a_mix_of_wnids_and_other_folders_is_refused_naming_the_odd_ones(tmp_path):
+    _tree(tmp_path / "val", ["n01440764", "n01443537", "extra", "n09999999"])
+    with pytest.raises(InputError) as info:
+        list_dataset(tmp_path / "val")
+    message = str(info.value)
+    assert "mixes 2 ImageNet class folder(s)" in message and "extra, n09999999" in message
+    assert "look like wnids but are not among ImageNet-1k's 1,000 classes, e.g. n09999999" in message

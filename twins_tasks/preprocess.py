@@ -5,7 +5,7 @@ The transform is the recipe's torchvision pipeline, ``Resize(256, BICUBIC) -> Ce
 torchvision is not needed at run time; the bins equal torchvision's bit for bit (tests compare).
 
 Besides the bins, ``bin_path`` gets ``manifest.csv`` (stem, source, label, wnid, status, reason) and
-``classes.txt`` (one wnid per line, line index = label), written at the end of a complete run only: the
+``classes.txt`` (the class folders present, sorted, one per line), written at the end of a complete run only: the
 postprocess reads labels from the manifest, so a failed run leaves none behind.
 """
 
@@ -31,12 +31,15 @@ from PIL import Image
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
 from .files import atomic_path, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
+from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 # Part of the preprocessed-inputs cache key: bump when the bytes a given image produces change.
 TRANSFORM_VERSION = "1"
+# Part of the same key: bump when the labels a given dataset gets change (2: wnid folders -> ImageNet indices).
+LABELS_VERSION = "2"
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
 PREPROCESS_RECORD = "preprocess.json"  # the cache entry's completion record (see prepare_inputs)
@@ -93,6 +96,7 @@ class PreprocessResult:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (source, reason) for undecodable files
     seconds: float = 0.0
     rate: float = 0.0  # images decoded per second by this run (written + bad) / seconds
+    label_scheme: str = ""  # labels.IMAGENET (wnid -> ImageNet index) or labels.POSITION (sorted folder position)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +178,7 @@ def _round_robin(per_class: list[list[Item]], limit: int) -> list[Item]:
 
 
 def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tuple[list[str], list[Item]]:
-    """Classes (sorted folder names, index = label) and images of an ImageFolder tree.
+    """Classes (sorted folder names) and images of an ImageFolder tree, labelled by :func:`labels.class_labels`.
 
     :param limit: keep a representative subset of this many images, taken round-robin across classes.
     :raises InputError: missing root, no class folders, an empty class folder, or two images that would
@@ -193,9 +197,10 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
     if not classes:
         raise InputError(f"{root} has no class folders: expected {root}/<wnid>/<image>.JPEG (ImageFolder layout)")
 
+    labels, _scheme = class_labels(classes, root)
     per_class: list[list[Item]] = []
     empty: list[str] = []
-    for label, wnid in enumerate(classes):
+    for label, wnid in zip(labels, classes, strict=True):
         files = _class_files(os.path.join(root, wnid))
         if not files:
             empty.append(wnid)
@@ -276,7 +281,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
 
 def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class folder names of a preprocess run (index = label); ``path`` is the bin folder or the file."""
+    """Class folder names of a preprocess run, sorted; ``path`` is the bin folder or the file.
+
+    Labels are in the manifest: for wnid folders they are ImageNet indices, not positions in this list
+    (see :mod:`twins_tasks.labels`).
+    """
     path = Path(path)
     classes_file = path if path.suffix.lower() == ".txt" and not path.is_dir() else path / CLASSES_NAME
     if not classes_file.is_file():
@@ -363,6 +372,15 @@ def preprocess(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
     classes, items = list_dataset(root_path, limit)
+    label_scheme = class_labels(classes, root_path)[1]
+    if label_scheme == POSITION:
+        log.warning(
+            "Class folders of %s (e.g. %s) are not ImageNet wnids: labels are their positions in sorted order "
+            "(0..%d), which match a model's outputs only if the folders are its classes in its order",
+            root_path,
+            classes[0],
+            len(classes) - 1,
+        )
     out = Path(bin_path)
     out.mkdir(parents=True, exist_ok=True)
     # The manifest marks a complete run; the one of an earlier run must not outlive a failing rerun.
@@ -404,6 +422,7 @@ def preprocess(
         bad=bad,
         seconds=seconds,
         rate=len(tasks) / seconds if seconds > 0 else 0.0,
+        label_scheme=label_scheme,
     )
     if bad and not skip_bad:
         listed = "\n".join(f"  {source}: {reason}" for source, reason in bad[:_MAX_LISTED])
@@ -477,9 +496,15 @@ def prepare_inputs(
             f"(one sub-folder per class) or make one with `twins make-sample`"
         )
     fingerprint = tree_fingerprint(root)
-    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit, "skip_bad": skip_bad})[
-        :16
-    ]
+    key = sha256_json(
+        {
+            "dataset": fingerprint,
+            "transform": TRANSFORM_VERSION,
+            "labels": LABELS_VERSION,
+            "limit": limit,
+            "skip_bad": skip_bad,
+        }
+    )[:16]
     target = Path(cache_root) / "bins" / key
     record_path = target / PREPROCESS_RECORD
     # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
@@ -539,6 +564,6 @@ def _main(args: argparse.Namespace) -> int:
     print(
         f"preprocess: {result.num_images} images -> {result.bin_path}: {result.num_written} written, "
         f"{result.num_reused} kept from an earlier run, {len(result.bad)} skipped as undecodable; "
-        f"{result.seconds:.1f} s ({result.rate:.1f} img/s)"
+        f"{result.seconds:.1f} s ({result.rate:.1f} img/s); labels: {LABEL_SCHEME_TEXT[result.label_scheme]}"
     )
     return 0
