@@ -30,7 +30,14 @@ from PIL import Image
 
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
-from .files import atomic_path, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
+from .files import (
+    atomic_path,
+    no_space_is_input_error,
+    sha256_json,
+    tree_fingerprint,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels
 from .progress import Progress
 
@@ -42,6 +49,7 @@ TRANSFORM_VERSION = "1"
 LABELS_VERSION = "2"
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
+STAMPS_NAME = ".sources.csv"  # stem, source, size, mtime_ns of the source each bin was made from (hidden)
 PREPROCESS_RECORD = "preprocess.json"  # the cache entry's completion record (see prepare_inputs)
 MANIFEST_COLUMNS = ("stem", "source", "label", "wnid", "status", "reason")
 STATUS_OK = "ok"
@@ -304,18 +312,64 @@ def _is_complete(path: str) -> bool:
         return False
 
 
+def _source_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a source image, None when it cannot be stat'ed (it is then redone and reported)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_stamps(out: Path) -> dict[str, tuple[str, int, int]]:
+    """stem -> (source, size, mtime_ns) of the source each bin was made from (empty when unknown)."""
+    try:
+        with open(out / STAMPS_NAME, newline="", encoding="utf-8") as fh:
+            return {row[0]: (row[1], int(row[2]), int(row[3])) for row in csv.reader(fh) if len(row) == 4}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamps(out: Path, stamps: dict[str, tuple[str, int, int]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for stem in sorted(stamps):
+        writer.writerow([stem, *stamps[stem]])
+    write_text_atomic(out / STAMPS_NAME, buffer.getvalue())
+
+
+def _bin_is_current(
+    target: str, source: str, stamp: tuple[int, int] | None, known: tuple[str, int, int] | None
+) -> bool:
+    """A complete bin made from this very source file, unchanged since (size and mtime, as make/rsync judge)."""
+    if stamp is None or not _is_complete(target):
+        return False
+    if known is not None:
+        return known == (source, *stamp)
+    # A bin from before stamps were kept: trust it only if the source is not newer than it.
+    try:
+        return stamp[1] <= os.stat(target).st_mtime_ns
+    except OSError:
+        return False
+
+
 def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None]:
     """Worker: transform ``source`` into ``target``; return (index, None) or (index, why it cannot be read).
 
     Only decoding errors become a reason; a failure to write the bin (disk full) is raised, not excused.
+    A source that cannot be decoded loses the bin an earlier version of it left: inference reads every
+    .bin of the folder and would otherwise score the old picture.
     """
     index, source, target = task
     try:
         array = transform_image(source)
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        Path(target).unlink(missing_ok=True)
         return index, f"{type(exc).__name__}: {exc}"
-    with atomic_path(target) as tmp:
-        array.tofile(tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
+        # ("150528 requested and 124928 written"), which cannot be told apart from other failures.
+        fh.write(array.tobytes())
     return index, None
 
 
@@ -371,6 +425,9 @@ def preprocess(
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
+    out = Path(bin_path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--bin_path {out} is a file: pass a folder (created if missing) for the .bin files")
     classes, items = list_dataset(root_path, limit)
     label_scheme = class_labels(classes, root_path)[1]
     if label_scheme == POSITION:
@@ -381,13 +438,40 @@ def preprocess(
             classes[0],
             len(classes) - 1,
         )
-    out = Path(bin_path)
+    advice = "free space there (each image needs 602,112 bytes) or pass another --bin_path; complete bins are kept"
+    with no_space_is_input_error(out, advice):
+        return _preprocess(out, root_path, classes, items, label_scheme, workers, skip_bad, start)
+
+
+def _preprocess(
+    out: Path,
+    root_path: str | os.PathLike,
+    classes: list[str],
+    items: list[Item],
+    label_scheme: str,
+    workers: int | None,
+    skip_bad: bool,
+    start: float,
+) -> PreprocessResult:
     out.mkdir(parents=True, exist_ok=True)
     # The manifest marks a complete run; the one of an earlier run must not outlive a failing rerun.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
 
     targets = [str(out / f"{item.stem}.bin") for item in items]
-    tasks = [(i, str(item.source), targets[i]) for i, item in enumerate(items) if not _is_complete(targets[i])]
+    known = _read_stamps(out)
+    stamps = [_source_stamp(item.source) for item in items]
+    tasks = [
+        (i, str(item.source), targets[i])
+        for i, item in enumerate(items)
+        if not _bin_is_current(targets[i], str(item.source), stamps[i], known.get(item.stem))
+    ]
+    changed = sum(1 for i, _, target in tasks if _is_complete(target))
+    if changed:
+        log.warning(
+            "%d source image(s) changed (size or modification time) since their bins in %s were written: redoing them",
+            changed,
+            out,
+        )
     reused = len(items) - len(tasks)
     workers = min(workers or _default_workers(), max(len(tasks), 1))
     log.info(
@@ -411,6 +495,16 @@ def preprocess(
         progress.update()
     if tasks:
         progress.finish()
+
+    # Remember what each bin was made from, also when bad images fail the run below: the next run then
+    # redoes only what changed. Stamps of images whose bins are gone are dropped.
+    for i, item in enumerate(items):
+        stamp = stamps[i]
+        if i in reasons or stamp is None:
+            known.pop(item.stem, None)
+        else:
+            known[item.stem] = (str(item.source), *stamp)
+    _write_stamps(out, known)
 
     bad = [(str(items[i].source), reasons[i]) for i in sorted(reasons)]
     seconds = time.perf_counter() - start
