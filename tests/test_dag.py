@@ -218,3 +218,32 @@ def test_full_run_ascend_backend_on_doubles(dag, dataset, airflow_db, tmp_path, 
     calls = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
     tools = [c.get("tool") or c.get("argv", [""])[0] for c in calls]
     assert any("atc" in str(t) for t in tools) and any("ais_bench" in str(t) for t in tools)
+
+
+@pytest.mark.model
+def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, airflow_db, tmp_path, monkeypatch):
+    from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
+    from twins_tasks.errors import ToolError
+
+    real_perf = OnnxRuntimeBackend.perf
+
+    def perf(self, artifact, batch_size, **kw):
+        if batch_size == 4:
+            raise ToolError("perf of bs4 crashed (a constructed failure)")
+        return real_perf(self, artifact, batch_size, **kw)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "perf", perf)
+    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[1, 4], max_throughput_drop_pct=1000.0))
+    assert str(states[("per_batch_size.perf", 1)]).endswith("failed")
+    for task_id in ("accuracy", "record", "report"):
+        assert str(states[(task_id, -1)]).endswith("success"), states
+    # The alarm shows: the run ends failed, through the regression check that names the missing batch size.
+    assert str(states[("regression_check", -1)]).endswith("failed") and not str(dr.state).endswith("success")
+    run = _store().get_run(dr.run_id)
+    assert run["status"] == "partial"
+    assert run["failed_batch_sizes"] == {"4": "perf: perf of bs4 crashed (a constructed failure)"}
+    ok, failed = run["batches"]
+    assert ok["batch_size"] == 1 and ok["status"] == "ok" and ok["throughput"] > 0 and ok["perf_rounds"] == 3
+    assert failed["batch_size"] == 4 and failed["status"] == "failed" and failed["throughput"] is None
+    assert "perf of bs4 crashed" in failed["error"]
+    assert run["regression_details"]["incomplete"] == {"4": failed["error"]}

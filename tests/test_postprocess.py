@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from twins_tasks.errors import InputError
+from twins_tasks.labels import IMAGENET, POSITION
 from twins_tasks.layout import output_path, write_output
 from twins_tasks.postprocess import MANIFEST_NAME, load_labels, score
 
@@ -150,6 +151,35 @@ def test_val_folder_labels_follow_sorted_class_folders(tmp_path: Path) -> None:
         (root / rel).write_bytes(b"")
     # hidden folders are no class; stems end at the first dot, as preprocess names the bins
     assert load_labels(root).labels == {"a": 0, "b": 1, "d": 2, "c": 3}
+    assert load_labels(root).scheme == POSITION
+
+
+def test_wnid_folders_score_against_imagenet_indices_and_positions_are_flagged(tmp_path: Path) -> None:
+    # A 2-class subset of ImageNet whose model outputs predict the true ImageNet class (index 999):
+    # with labels as folder positions (0, 1) this scored 0%.
+    root = tmp_path / "val"
+    for wnid, stem in (("n01440764", "a"), ("n15075141", "b")):
+        (root / wnid).mkdir(parents=True)
+        (root / wnid / f"{stem}.JPEG").write_bytes(b"")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    rng = np.random.default_rng(0)
+    write_output(output_path(pred, "a", 0, "TXT"), _logits(0, 0, rng), "TXT")
+    write_output(output_path(pred, "b", 0, "TXT"), _logits(999, 0, rng), "TXT")
+    result = score(pred, root)
+    assert (result.top1, result.label_scheme) == (100.0, IMAGENET)
+    assert not any(line.startswith("Labels:") for line in result.report_lines())
+
+    other = tmp_path / "other"
+    for folder, stem in (("cats", "a"), ("dogs", "b")):
+        (other / folder).mkdir(parents=True)
+        (other / folder / f"{stem}.JPEG").write_bytes(b"")
+    result = score(pred, other)
+    assert result.label_scheme == POSITION
+    assert (
+        result.report_lines()[-1]
+        == "Labels: positions among the sorted class folders (folder names are not ImageNet wnids)"
+    )
 
 
 def test_label_source_errors_name_the_problem(tmp_path: Path) -> None:
@@ -208,3 +238,14 @@ def test_cli_exit_codes_with_missing_outputs(tmp_path: Path, capsys: pytest.Capt
         )
         == 0
     )
+
+
+def test_outputs_in_two_formats_are_refused_naming_them(tmp_path: Path) -> None:
+    pred = _write_preds(tmp_path / "pred", "TXT")
+    stale = output_path(pred, _stem(3), 0, "BIN")  # an earlier --outfmt BIN run into the same folder
+    write_output(stale, np.zeros(1000, dtype=np.float32), "BIN")
+    with pytest.raises(InputError) as info:
+        score(pred, _val_folder(tmp_path / "val"))
+    message = str(info.value)
+    assert f"1 image(s) have outputs in more than one format in {pred}" in message
+    assert f"{_stem(3)}_0.bin and {_stem(3)}_0.txt" in message

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +14,11 @@ from PIL import Image
 
 from twins_tasks import BIN_BYTES, MEAN, STD, cli
 from twins_tasks.errors import InputError
+from twins_tasks.labels import IMAGENET, imagenet_wnids
 from twins_tasks.preprocess import (
     CLASSES_NAME,
     MANIFEST_NAME,
+    STAMPS_NAME,
     list_dataset,
     preprocess,
     read_classes,
@@ -130,12 +135,15 @@ def test_bins_manifest_and_classes(sample, tmp_path):
     for row in rows:
         source = Path(row.source)
         assert row.stem == source.stem and row.wnid == source.parent.name
-        assert row.label == classes.index(row.wnid)
+        # make-sample names folders by real ImageNet-1k wnids: the label is the wnid's ImageNet index.
+        assert row.label == imagenet_wnids().index(row.wnid)
         assert (row.status, row.reason) == ("ok", "")
     header = (out / MANIFEST_NAME).read_text().splitlines()[0]
     assert header == "stem,source,label,wnid,status,reason"
     # Every file was renamed into place: no temp file is left.
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".bin")) == [CLASSES_NAME, MANIFEST_NAME]
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".bin")) == sorted(
+        [STAMPS_NAME, CLASSES_NAME, MANIFEST_NAME]
+    )
 
 
 def test_workers_give_identical_bytes(sample, tmp_path):
@@ -165,7 +173,7 @@ def test_rerun_keeps_complete_bins_and_redoes_short_ones(sample, tmp_path, caplo
 
 def test_limit_takes_round_robin_subset(sample, tmp_path):
     classes, everything = list_dataset(sample)
-    by_class = [[item for item in everything if item.label == label] for label in range(3)]
+    by_class = [[item for item in everything if item.wnid == wnid] for wnid in classes]
     _, four = list_dataset(sample, limit=4)
     assert four == [by_class[0][0], by_class[0][1], by_class[1][0], by_class[2][0]]
     assert list_dataset(sample, limit=100)[1] == everything
@@ -175,7 +183,8 @@ def test_limit_takes_round_robin_subset(sample, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "bins").glob("*.bin")) == sorted(i.stem for i in four)
     rows = read_manifest(tmp_path / "bins")
     assert [r.stem for r in rows] == [i.stem for i in four]
-    assert [r.label for r in rows] == [0, 0, 1, 2]
+    index = imagenet_wnids().index
+    assert [r.label for r in rows] == [index(classes[0]), index(classes[0]), index(classes[1]), index(classes[2])]
     # All classes are still listed: labels keep their full-dataset meaning.
     assert read_classes(tmp_path / "bins") == classes
     with pytest.raises(InputError, match="--limit"):
@@ -302,3 +311,137 @@ def test_cli_summary_and_rerun(sample, tmp_path, run_cli, capsys):
     line = capsys.readouterr().out.strip()
     assert "9 images" in line and "4 written" in line and "5 kept" in line
     assert run_cli(argv + ["--workers", "0"]) == 1
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+def _tree(root: Path, folders: list[str]) -> None:
+    for i, folder in enumerate(folders):
+        (root / folder).mkdir(parents=True)
+        synthetic_photo(60, 50, seed=i).save(root / folder / f"img{i}.JPEG", "JPEG")
+
+
+def test_wnid_folders_get_their_imagenet_index_even_for_a_class_subset(tmp_path):
+    # Two classes of ImageNet: by position they would be 0 and 1, which scores 0% against a real model.
+    _tree(tmp_path / "val", ["n01440764", "n15075141"])
+    classes, items = list_dataset(tmp_path / "val")
+    assert [(i.wnid, i.label) for i in items] == [("n01440764", 0), ("n15075141", 999)]
+    result = preprocess(tmp_path / "val", tmp_path / "bins", workers=1)
+    assert result.label_scheme == IMAGENET
+    assert [r.label for r in read_manifest(tmp_path / "bins")] == [0, 999]
+
+
+def test_non_wnid_folders_get_positions_and_the_output_says_so(tmp_path, caplog, capsys):
+    _tree(tmp_path / "val", ["cats", "dogs"])
+    assert [i.label for i in list_dataset(tmp_path / "val")[1]] == [0, 1]
+    with caplog.at_level("WARNING", logger="twins_tasks.preprocess"):
+        assert cli.main(["preprocess", "--root_path", str(tmp_path / "val"), "--bin_path", str(tmp_path / "b")]) == 0
+    assert "are not ImageNet wnids: labels are their positions" in caplog.text
+    assert "labels: positions among the sorted class folders" in capsys.readouterr().out
+
+
+def test_a_mix_of_wnids_and_other_folders_is_refused_naming_the_odd_ones(tmp_path):
+    _tree(tmp_path / "val", ["n01440764", "n01443537", "extra", "n09999999"])
+    with pytest.raises(InputError) as info:
+        list_dataset(tmp_path / "val")
+    message = str(info.value)
+    assert "mixes 2 ImageNet class folder(s)" in message and "extra, n09999999" in message
+    assert "look like wnids but are not among ImageNet-1k's 1,000 classes, e.g. n09999999" in message
+
+
+# ------------------------------------------------------------------------------------------ changed sources
+
+
+def _copy_sample(sample: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "val"
+    shutil.copytree(sample, root)
+    return root
+
+
+def test_rerun_redoes_bins_whose_source_image_changed(sample, tmp_path, caplog):
+    root = _copy_sample(sample, tmp_path)
+    out = tmp_path / "bins"
+    preprocess(root, out, workers=1)
+    source = sorted(root.rglob("*.JPEG"))[4]
+    synthetic_photo(333, 281, seed=99).save(source, "JPEG")  # same name, another picture
+    with caplog.at_level("WARNING", logger="twins_tasks.preprocess"):
+        result = preprocess(root, out, workers=1)
+    assert (result.num_written, result.num_reused) == (1, 8)
+    assert "1 source image(s) changed" in caplog.text
+    written = np.fromfile(out / f"{source.stem}.bin", dtype=np.float32).reshape(3, 224, 224)
+    np.testing.assert_array_equal(written, transform_image(source))
+    # Unchanged again: nothing to redo.
+    assert preprocess(root, out, workers=1).num_reused == 9
+
+
+def test_source_changed_to_an_empty_file_is_a_bad_image_and_loses_its_old_bin(sample, tmp_path):
+    root = _copy_sample(sample, tmp_path)
+    out = tmp_path / "bins"
+    preprocess(root, out, workers=1)
+    source = sorted(root.rglob("*.JPEG"))[2]
+    source.write_bytes(b"")
+    with pytest.raises(InputError, match=rf"1 of 9 images cannot be decoded .*\n  {source}: UnidentifiedImageError"):
+        preprocess(root, out, workers=1)
+    assert not (out / f"{source.stem}.bin").exists()  # inference must not score the old picture
+    result = preprocess(root, out, workers=1, skip_bad=True)
+    assert [s for s, _ in result.bad] == [str(source)]
+    assert {r.stem: r.status for r in read_manifest(out)}[source.stem] == "skipped"
+    assert not (out / f"{source.stem}.bin").exists()
+
+
+def test_bins_without_stamps_are_redone_when_their_source_is_newer(sample, tmp_path):
+    root = _copy_sample(sample, tmp_path)
+    out = tmp_path / "bins"
+    preprocess(root, out, workers=1)
+    (out / STAMPS_NAME).unlink()  # bins written by an older twins_tasks
+    source = sorted(root.rglob("*.JPEG"))[0]
+    synthetic_photo(300, 300, seed=7).save(source, "JPEG")
+    os.utime(source, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    result = preprocess(root, out, workers=1)
+    assert (result.num_written, result.num_reused) == (1, 8)
+
+
+def test_bin_path_that_is_a_file_fails_before_any_work(sample, tmp_path):
+    target = tmp_path / "bins"
+    target.write_text("not a folder")
+    with pytest.raises(InputError, match=f"--bin_path {target} is a file"):
+        preprocess(sample, target, workers=1)
+
+
+# ------------------------------------------------------------------------------------------ disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (room for 3 bins), or a skip saying why there is none."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_says_no_space_left_and_leaves_no_temp_files(sample, small_disk, workers):
+    out = small_disk / "bins"
+    with pytest.raises(InputError) as info:
+        preprocess(sample, out, workers=workers)
+    message = str(info.value)
+    assert message.startswith(f"no space left on {out} (No space left on device;")
+    assert "pass another --bin_path" in message
+    leftovers = [p.name for p in out.iterdir() if not p.name.endswith(".bin")]
+    assert leftovers == [], leftovers  # no temp file, no manifest
+    assert all(p.stat().st_size == BIN_BYTES for p in out.glob("*.bin"))  # only whole bins
+
+
+def test_disk_full_from_the_cli_is_one_error_line(sample, small_disk, capsys):
+    assert (
+        cli.main(["preprocess", "--root_path", str(sample), "--bin_path", str(small_disk / "b"), "--workers", "1"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "twins preprocess: error: no space left on" in err and "Traceback" not in err

@@ -82,13 +82,14 @@ def test_regression_compare():
         {"batch_size": 4, "top1": 83.7, "throughput": 120.0},
     ]
     same = [{"batch_size": 1, "top1": 83.6, "throughput": 95.0}, {"batch_size": 4, "top1": 83.7, "throughput": 121.0}]
-    regressions, notes = compare(same, previous, Thresholds())
-    assert regressions == [] and len(notes) == 4
+    regressions, notes, suspects = compare(same, previous, Thresholds())
+    assert regressions == [] and len(notes) == 4 and suspects == []
     worse = [{"batch_size": 1, "top1": 82.0, "throughput": 80.0}, {"batch_size": 8, "top1": 1.0, "throughput": 1.0}]
-    regressions, notes = compare(worse, previous, Thresholds(max_top1_drop=1.0, max_throughput_drop_pct=10))
+    regressions, notes, suspects = compare(worse, previous, Thresholds(max_top1_drop=1.0, max_throughput_drop_pct=10))
     assert regressions == [
         "bs1 top-1: 83.70% -> 82.00% (drop +1.70 pp, allowed 1.00 pp)",
-        "bs1 throughput: 100.00 -> 80.00 img/s (drop +20.0%, allowed 10.0%)",
+        "bs1 throughput: 100.00 -> 80.00 img/s (drop +20.0%, allowed 10.0%; rounds 100.00-100.00 -> 80.00-80.00 img/s)",
     ]
+    assert suspects == [1]
     assert notes == ["bs8: no previous result to compare with"]
     assert Thresholds.from_mapping({"max_top1_drop": "2"}).max_top1_drop == 2.0

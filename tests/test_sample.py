@@ -12,6 +12,7 @@ from PIL import Image
 
 from twins_tasks import cli
 from twins_tasks.errors import InputError
+from twins_tasks.labels import imagenet_wnids
 from twins_tasks.sample import SAMPLE_MARKER, is_generated, make_sample
 
 
@@ -29,7 +30,7 @@ def test_layout_and_names(tmp_path):
     paths = make_sample(tmp_path, classes=4, per_class=3, seed=1)
     assert len(paths) == 12 and paths == sorted(paths)
     wnids = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
-    assert len(wnids) == 4 and all(re.fullmatch(r"n0\d{7}", w) for w in wnids)
+    assert len(wnids) == 4 and all(w in imagenet_wnids() for w in wnids)
     assert {p.parent.name for p in paths} == set(wnids)
     for wnid in wnids:
         assert len(list((tmp_path / wnid).iterdir())) == 3

@@ -94,6 +94,7 @@ def test_postgres_airflow_style_uri(postgres_url):
     [
         ("bogus://x", "results database URL bogus://x is not usable"),
         ("not a url", "results database URL (not a URL) is not usable"),
+        # psycopg 3 when installed, else psycopg2 (see _with_driver)
         ("postgresql://user:s3cret@127.0.0.1:1/db", "cannot open the results database postgresql+psycopg"),
     ],
 )

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+from .cache import discard_incomplete, load_record, require_record
 from .errors import CheckpointError, InputError, ParityError, ToolError
-from .files import atomic_path, cached_sha256, write_json_atomic
+from .files import atomic_dir, atomic_path, cached_sha256, sha256_json, write_json_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 11  # the recipe's opset; works with torch 2.14's TorchScript exporter (LayerNorm/GELU decomposed)
 EXAMPLE_BATCH = 2  # >1 so that a batch size the tracer folded into a constant shows up in the batch-1 check
 _LIST = 10  # how many key names an error message lists per kind
+EXPORT_RECORD = "export.json"  # the ONNX cache entry's completion record (see prepare_model)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -465,6 +467,91 @@ def export_onnx(
             + f". The file is kept for inspection; details in {parity_path(output)}"
         )
     return record
+
+
+# ----------------------------------------------------------------------------------------- cached step
+
+
+def _rewrite_paths(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _rewrite_paths(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rewrite_paths(v, old, new) for v in obj]
+    return obj
+
+
+def prepare_model(
+    cache_root: str | Path,
+    *,
+    model_name: str = DEFAULT_MODEL,
+    resume: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    opset: int = 11,
+) -> dict[str, Any]:
+    """Export (or reuse) the ONNX model keyed by checkpoint hash + export options + exporter versions."""
+    if resume and random_init:
+        raise InputError("give either a checkpoint (--resume) or --random-init, not both")
+    if resume:
+        if not Path(resume).is_file():
+            raise InputError(
+                f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "
+                f"(or use --random-init --seed S for a weights-free check)"
+            )
+        weights_id: dict[str, Any] = {"checkpoint_sha256": cached_sha256(resume)}
+    elif random_init:
+        weights_id = {"random_init_seed": seed}
+    else:
+        raise InputError(
+            "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
+            "validate the toolchain with seeded random weights"
+        )
+    from .pipeline import software_versions  # here: pipeline imports this module
+
+    versions = software_versions()
+    key = sha256_json(
+        {
+            "weights": weights_id,
+            "model": model_name,
+            "opset": opset,
+            "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
+        }
+    )[:16]
+    target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
+    record_path = target / EXPORT_RECORD
+    record = load_record(record_path, "onnx")
+    if record is not None:
+        log.info(
+            "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
+            record["onnx"],
+            record["weights"],
+            record["parity"]["max_abs_diff"],
+        )
+        return {**record, "cached": True}
+    discard_incomplete(target)
+    with atomic_dir(target) as tmp:
+        record = export_onnx(
+            tmp / f"{model_name}.onnx",
+            model_name=model_name,
+            resume=resume,
+            random_init=random_init,
+            seed=seed,
+            opset=opset,
+        )
+        record = _rewrite_paths(record, str(tmp), str(target))
+        # What the reference step needs to rebuild the same PyTorch model.
+        record.update(
+            key=key,
+            model_name=model_name,
+            resume=str(resume) if resume else None,
+            random_init=bool(random_init),
+            seed=seed,
+            opset=opset,
+        )
+        write_json_atomic(tmp / EXPORT_RECORD, record)
+    return {**require_record(record_path, "onnx"), "cached": False}
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -136,3 +137,58 @@ def tree_fingerprint(root: str | os.PathLike, suffixes: tuple[str, ...] | None =
             st = os.stat(full)
             entries.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
     return sha256_json(entries)
+
+
+def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create ``parent/name`` for one run, failing if it exists: two runs never share (and clean) one folder.
+
+    ``mkdir`` without ``exist_ok`` is atomic: of two processes racing for one name exactly one wins.
+    """
+    from .errors import InputError
+
+    path = Path(parent) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise InputError(
+            f"run folder {path} already exists: another run used the run id {name!r}; pass another "
+            "--run-name, or none for a fresh unique id"
+        ) from None
+    return path
+
+
+# errno values that mean "the disk (or the user's quota) is full".
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for the OSError a full disk or quota raises (also when it comes back pickled from a worker)."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+@contextlib.contextmanager
+def no_space_is_input_error(path: str | os.PathLike, advice: str) -> Iterator[None]:
+    """Turn a full disk under ``path`` into an :class:`InputError` that says so, names ``path`` and what to do.
+
+    Callers write through temp names (:func:`atomic_path`, :func:`atomic_dir`), which are removed when the
+    write fails, so nothing half-written is left behind either.
+    """
+    from .errors import InputError
+
+    try:
+        yield
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        raise InputError(f"no space left on {path} ({exc.strerror}; {_free_space(path)}): {advice}") from exc
+
+
+def _free_space(path: str | os.PathLike) -> str:
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free now"
+    except OSError:
+        return "free space unknown"

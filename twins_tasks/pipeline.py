@@ -19,13 +19,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import DEFAULT_MODEL
 from .backends import Backend, get_backend, resolve_backend_name
-from .cache import compile_cached, discard_incomplete, load_record, require_record
+from .cache import compile_cached
 from .errors import InputError, MissingOutputError, TwinsError
-from .files import atomic_dir, cached_sha256, sha256_json, tree_fingerprint, write_json_atomic, write_text_atomic
+from .export import prepare_model
+from .files import create_run_dir, sha256_json, write_json_atomic, write_text_atomic
+from .preprocess import prepare_inputs
 from .recipe import RecipeConfig, add_recipe_arguments
 from .records import PlanRecord, RecordedRun
+from .reference import prepare_reference
 
 if TYPE_CHECKING:
     from .store import ResultsStore
@@ -36,9 +38,6 @@ FAILURES_DIR = "failures"  # <run folder>/failures/bs<N>_<step>.json: why a chai
 EXIT_REGRESSION = 3  # `twins run`: the run was recorded, and the regression check failed
 # Per-batch lists in the ais_bench summary: 50,000 entries do not belong in an XCom.
 _BIG_SUMMARY_KEYS = ("npu_compute_time_list", "filesinfo")
-
-EXPORT_RECORD = "export.json"
-PREPROCESS_RECORD = "preprocess.json"
 
 
 def software_versions() -> dict[str, str]:
@@ -56,168 +55,13 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"
 
 
-def _rewrite_paths(obj: Any, old: str, new: str) -> Any:
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, dict):
-        return {k: _rewrite_paths(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_rewrite_paths(v, old, new) for v in obj]
-    return obj
-
-
 # --- steps ------------------------------------------------------------------------------------------------
-
-
-def prepare_inputs(
-    root_path: str | Path,
-    cache_root: str | Path,
-    *,
-    limit: int | None = None,
-    workers: int | None = None,
-    skip_bad: bool = False,
-) -> dict[str, Any]:
-    """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
-    from .preprocess import TRANSFORM_VERSION, preprocess
-    from .sample import is_generated
-
-    root = Path(root_path)
-    if not root.is_dir():
-        raise InputError(
-            f"dataset folder {root} does not exist: pass the ImageNet val folder "
-            f"(one sub-folder per class) or make one with `twins make-sample`"
-        )
-    fingerprint = tree_fingerprint(root)
-    key = sha256_json({"dataset": fingerprint, "transform": TRANSFORM_VERSION, "limit": limit, "skip_bad": skip_bad})[
-        :16
-    ]
-    target = Path(cache_root) / "bins" / key
-    record_path = target / PREPROCESS_RECORD
-    # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
-    # fingerprint that keys this cache.
-    synthetic = is_generated(root)
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        log.info(
-            "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
-            target,
-            record["num_images"],
-            TRANSFORM_VERSION,
-        )
-        return {**record, "synthetic_data": synthetic, "cached": True}
-    # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
-    # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
-    result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
-    record = {
-        **result.to_dict(),
-        "bin_path": str(target),
-        "root_path": str(root.resolve()),
-        "dataset_fingerprint": fingerprint,
-        "transform_version": TRANSFORM_VERSION,
-        "key": key,
-    }
-    write_json_atomic(record_path, record)
-    return {**record, "synthetic_data": synthetic, "cached": False}
-
-
-def prepare_model(
-    cache_root: str | Path,
-    *,
-    model_name: str = DEFAULT_MODEL,
-    resume: str | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    opset: int = 11,
-) -> dict[str, Any]:
-    """Export (or reuse) the ONNX model keyed by checkpoint hash + export options + exporter versions."""
-    if resume and random_init:
-        raise InputError("give either a checkpoint (--resume) or --random-init, not both")
-    if resume:
-        if not Path(resume).is_file():
-            raise InputError(
-                f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "
-                f"(or use --random-init --seed S for a weights-free check)"
-            )
-        weights_id: dict[str, Any] = {"checkpoint_sha256": cached_sha256(resume)}
-    elif random_init:
-        weights_id = {"random_init_seed": seed}
-    else:
-        raise InputError(
-            "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
-            "validate the toolchain with seeded random weights"
-        )
-    versions = software_versions()
-    key = sha256_json(
-        {
-            "weights": weights_id,
-            "model": model_name,
-            "opset": opset,
-            "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
-        }
-    )[:16]
-    target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
-    record_path = target / EXPORT_RECORD
-    record = load_record(record_path, "onnx")
-    if record is not None:
-        log.info(
-            "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
-            record["onnx"],
-            record["weights"],
-            record["parity"]["max_abs_diff"],
-        )
-        return {**record, "cached": True}
-    from .export import export_onnx
-
-    discard_incomplete(target)
-    with atomic_dir(target) as tmp:
-        record = export_onnx(
-            tmp / f"{model_name}.onnx",
-            model_name=model_name,
-            resume=resume,
-            random_init=random_init,
-            seed=seed,
-            opset=opset,
-        )
-        record = _rewrite_paths(record, str(tmp), str(target))
-        # What the reference step needs to rebuild the same PyTorch model.
-        record.update(
-            key=key,
-            model_name=model_name,
-            resume=str(resume) if resume else None,
-            random_init=bool(random_init),
-            seed=seed,
-            opset=opset,
-        )
-        write_json_atomic(tmp / EXPORT_RECORD, record)
-    return {**require_record(record_path, "onnx"), "cached": False}
-
-
-def prepare_reference(
-    cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *, limit: int = 16
-) -> dict[str, Any]:
-    """PyTorch reference logits for the first ``limit`` inputs (cached by weights + inputs + limit)."""
-    key = sha256_json({"inputs": inputs["key"], "model": model["key"], "limit": limit})[:16]
-    path = Path(cache_root) / "reference" / f"{key}.npz"
-    if path.is_file():
-        log.info("Reusing PyTorch reference logits %s", path)
-        return {"reference": str(path), "limit": limit, "cached": True}
-    from .reference import reference_logits
-
-    record = reference_logits(
-        Path(inputs["bin_path"]),
-        path,
-        model_name=model["model_name"],
-        resume=model.get("resume"),
-        random_init=model.get("random_init", False),
-        seed=model.get("seed", 0),
-        limit=limit,
-    )
-    return {**record, "reference": str(path), "limit": limit, "cached": False}
 
 
 def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store: ResultsStore) -> PlanRecord:
     """Everything that can fail before hours of work, checked on the host that will do it; the run's folders."""
     config.check_paths()
+    store.check_writable()  # before hours of compute whose results it must keep
     resolve_baseline(store, config.baseline)  # an unknown run id fails now, not after the run
     backend = resolve_backend_name(config.backend.name, cann_env=config.backend.cann_env)
     options = config.backend.options(backend)
@@ -232,6 +76,7 @@ def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store:
         "cache_dir": str(work / "cache"),
         "run_dir": str(run_dir),
         "result_dir": str(run_dir / "result"),
+        "failure_dir": str(run_dir / FAILURES_DIR),
     }
 
 
@@ -379,7 +224,9 @@ def failure_note(failure_dir: str | Path, batch_size: int, step: str) -> Path:
 
 
 def note_failure(failure_dir: str | Path, batch_size: int, step: str, error: str) -> None:
-    write_json_atomic(failure_note(failure_dir, batch_size, step), {"batch_size": batch_size, "step": step, "error": error})
+    write_json_atomic(
+        failure_note(failure_dir, batch_size, step), {"batch_size": batch_size, "step": step, "error": error}
+    )
 
 
 def clear_failure(failure_dir: str | Path, batch_size: int, step: str) -> None:
@@ -630,6 +477,8 @@ def run_recipe(
     started = dt.datetime.now(dt.UTC)
     store = ResultsStore(results_url)
     plan = plan_run(config, work_dir=work_dir, run_key=run_key, store=store)
+    # Exclusively: two `twins run`s never share (and clean) one run folder.
+    create_run_dir(Path(plan["run_dir"]).parent, Path(plan["run_dir"]).name)
     backend = get_backend(plan["backend"], **plan["backend_options"])
     log.info("Run %s: backend %s, batch sizes %s, run folder %s", run_key, backend.name, plan["batch_sizes"],
              plan["run_dir"])  # fmt: skip
@@ -647,7 +496,7 @@ def run_recipe(
     )
     reference = prepare_reference_for(config, cache_root, inputs, model)
     rows = []
-    failure_dir = Path(plan["run_dir"]) / FAILURES_DIR
+    failure_dir = plan["failure_dir"]
     for bs in plan["batch_sizes"]:
         # One batch size failing must not lose the others (as timm's validate.py carries on past a bad config).
         records: dict[str, list[dict[str, Any] | None]] = {}
@@ -687,9 +536,7 @@ def run_recipe(
         recorded["run_key"],
         recorded["config_key"],
         config.thresholds,
-        remeasure=lambda bs: perf_step(
-            backend, artifacts[bs], bs, loop=config.perf_loops, rounds=config.perf_rounds
-        ),
+        remeasure=lambda bs: perf_step(backend, artifacts[bs], bs, loop=config.perf_loops, rounds=config.perf_rounds),
     )
     print(outcome.text())
     return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}
@@ -704,7 +551,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_recipe_arguments(p)
     p.add_argument("--work-dir", "--work_dir", dest="work_dir", default="twins_work", help="cache and run outputs")
-    p.add_argument("--run-name", default=None, help="run id in the results DB (default: cli__<UTC time>)")
+    p.add_argument(
+        "--run-name", default=None, help="run id in the results DB, unique (default: cli__<UTC time>_<random>)"
+    )
     p.add_argument(
         "--results-url", default=None, help="SQLAlchemy URL (default $TWINS_RESULTS_URL or ./twins_results.db)"
     )
@@ -726,8 +575,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from .store import new_run_id
+
     config = RecipeConfig.from_args(args)
-    run_key = args.run_name or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    run_key = args.run_name or new_run_id("cli")
     result = run_recipe(config, work_dir=args.work_dir, run_key=run_key, results_url=args.results_url)
     if result["regression"] == "failed":
         return EXIT_REGRESSION

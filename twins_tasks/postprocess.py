@@ -1,7 +1,8 @@
 """The postprocess step: top-1/top-5 accuracy of an ais_bench result folder (``Twins_postprocess.py``).
 
-Labels come from the ImageNet val folder (``root/<wnid>/<image>``: label = index of the class folder in sorted
-order, as torchvision's ImageFolder) or from the manifest ``twins preprocess`` writes. Unlike the reference
+Labels come from the ImageNet val folder (``root/<wnid>/<image>``: label = the wnid's ImageNet-1k index; folders
+that are not wnids get their sorted position, and the report says so; see :mod:`twins_tasks.labels`) or from the
+manifest ``twins preprocess`` writes. Unlike the reference
 script, a missing or unreadable output never crashes the run: it counts as wrong and is named in the report.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from . import NUM_CLASSES
 from .errors import InputError
 from .files import write_json_atomic
+from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels, scheme_of
 from .layout import find_outputs, natural_key, read_output
 from .progress import Progress
 
@@ -38,6 +40,7 @@ class Labels:
     labels: dict[str, int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
+    scheme: str = ""  # labels.IMAGENET or labels.POSITION
 
 
 @dataclass
@@ -56,6 +59,7 @@ class AccuracyResult:
     unlabelled: list[str] = field(default_factory=list)  # outputs with no label: ignored
     pred_dir: str = ""
     labels_source: str = ""
+    label_scheme: str = ""  # labels.IMAGENET (wnid -> ImageNet index) or labels.POSITION (sorted folder position)
 
     @property
     def complete(self) -> bool:
@@ -87,6 +91,8 @@ class AccuracyResult:
             )
         if self.unlabelled:
             lines.append(f"Outputs without a label (ignored): {len(self.unlabelled)}: {_preview(self.unlabelled)}")
+        if self.label_scheme == POSITION:
+            lines.append(f"Labels: {LABEL_SCHEME_TEXT[POSITION]}")
         return lines
 
 
@@ -123,8 +129,8 @@ def read_val_folder_labels(root: Path) -> Labels:
     them: the same function, so stems and labels cannot drift apart between the two steps."""
     from .preprocess import list_dataset
 
-    _classes, items = list_dataset(root)
-    return Labels(labels={item.stem: item.label for item in items}, source=str(root))
+    classes, items = list_dataset(root)
+    return Labels(labels={item.stem: item.label for item in items}, source=str(root), scheme=class_labels(classes)[1])
 
 
 def read_manifest_labels(manifest: Path) -> Labels:
@@ -143,6 +149,7 @@ def read_manifest_labels(manifest: Path) -> Labels:
             )
         labels: dict[str, int] = {}
         skipped: list[tuple[str, str]] = []
+        wnids: list[tuple[str, int]] = []
         for line, row in enumerate(reader, start=2):
             stem, status = row["stem"], (row["status"] or "").strip().lower()
             if status == "skipped":
@@ -159,10 +166,34 @@ def read_manifest_labels(manifest: Path) -> Labels:
             if stem in labels:
                 raise InputError(f"{manifest} line {line}: stem {stem!r} appears twice")
             labels[stem] = label
-    return Labels(labels=labels, skipped=skipped, source=str(manifest))
+            wnids.append((row.get("wnid") or "", label))
+    return Labels(labels=labels, skipped=skipped, source=str(manifest), scheme=scheme_of(wnids))
 
 
 # ----------------------------------------------------------------------------------------------- scoring
+
+
+def _refuse_two_formats(pred_dir: Path, outputs: dict[str, Path]) -> None:
+    """Refuse a folder where one image has outputs in two formats (``x_0.txt`` and ``x_0.bin``).
+
+    Which one would be scored is an accident of directory order, and they may come from different runs
+    (an earlier ``--outfmt`` left in place): the number would silently describe one of them.
+    """
+    names = {entry.name.lower(): entry.name for entry in os.scandir(pred_dir)}
+    clashes: list[str] = []
+    for path in outputs.values():
+        stem_part = path.name[: path.name.rfind(".")]  # "<stem>_0", as found
+        found = [names[n] for n in (f"{stem_part}.{fmt}".lower() for fmt in ("txt", "npy", "bin")) if n in names]
+        if len(found) > 1:
+            clashes.append(" and ".join(sorted(found)))
+    if clashes:
+        clashes.sort(key=natural_key)
+        raise InputError(
+            f"{len(clashes)} image(s) have outputs in more than one format in {pred_dir}: "
+            f"{'; '.join(clashes[:_SHOW])}{' ...' if len(clashes) > _SHOW else ''}. Which one is scored would be "
+            "an accident and they may come from different runs: write each run's outputs to a fresh "
+            "--output_dirname, or delete the stale format"
+        )
 
 
 def score(
@@ -182,6 +213,7 @@ def score(
             f"{bad[0][0]}={bad[0][1]}: is this a {num_classes}-class dataset?"
         )
     outputs = find_outputs(pred_dir)
+    _refuse_two_formats(pred_dir, outputs)
     stems = sorted(truth.labels, key=natural_key)
     missing: list[str] = []
     unreadable: list[tuple[str, str]] = []
@@ -239,6 +271,7 @@ def score(
         unlabelled=unlabelled,
         pred_dir=str(pred_dir),
         labels_source=truth.source,
+        label_scheme=truth.scheme,
     )
     if not result.complete:
         log.warning(

@@ -5,7 +5,7 @@ The transform is the recipe's torchvision pipeline, ``Resize(256, BICUBIC) -> Ce
 torchvision is not needed at run time; the bins equal torchvision's bit for bit (tests compare).
 
 Besides the bins, ``bin_path`` gets ``manifest.csv`` (stem, source, label, wnid, status, reason) and
-``classes.txt`` (one wnid per line, line index = label), written at the end of a complete run only: the
+``classes.txt`` (the class folders present, sorted, one per line), written at the end of a complete run only: the
 postprocess reads labels from the manifest, so a failed run leaves none behind.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -29,15 +30,27 @@ from PIL import Image
 
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
-from .files import atomic_path, write_text_atomic
+from .files import (
+    atomic_path,
+    no_space_is_input_error,
+    sha256_json,
+    tree_fingerprint,
+    write_json_atomic,
+    write_text_atomic,
+)
+from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 # Part of the preprocessed-inputs cache key: bump when the bytes a given image produces change.
 TRANSFORM_VERSION = "1"
+# Part of the same key: bump when the labels a given dataset gets change (2: wnid folders -> ImageNet indices).
+LABELS_VERSION = "2"
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
+STAMPS_NAME = ".sources.csv"  # stem, source, size, mtime_ns of the source each bin was made from (hidden)
+PREPROCESS_RECORD = "preprocess.json"  # the cache entry's completion record (see prepare_inputs)
 MANIFEST_COLUMNS = ("stem", "source", "label", "wnid", "status", "reason")
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -91,6 +104,7 @@ class PreprocessResult:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (source, reason) for undecodable files
     seconds: float = 0.0
     rate: float = 0.0  # images decoded per second by this run (written + bad) / seconds
+    label_scheme: str = ""  # labels.IMAGENET (wnid -> ImageNet index) or labels.POSITION (sorted folder position)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,7 +186,7 @@ def _round_robin(per_class: list[list[Item]], limit: int) -> list[Item]:
 
 
 def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tuple[list[str], list[Item]]:
-    """Classes (sorted folder names, index = label) and images of an ImageFolder tree.
+    """Classes (sorted folder names) and images of an ImageFolder tree, labelled by :func:`labels.class_labels`.
 
     :param limit: keep a representative subset of this many images, taken round-robin across classes.
     :raises InputError: missing root, no class folders, an empty class folder, or two images that would
@@ -191,9 +205,10 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
     if not classes:
         raise InputError(f"{root} has no class folders: expected {root}/<wnid>/<image>.JPEG (ImageFolder layout)")
 
+    labels, _scheme = class_labels(classes, root)
     per_class: list[list[Item]] = []
     empty: list[str] = []
-    for label, wnid in enumerate(classes):
+    for label, wnid in zip(labels, classes, strict=True):
         files = _class_files(os.path.join(root, wnid))
         if not files:
             empty.append(wnid)
@@ -274,7 +289,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
 
 def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class folder names of a preprocess run (index = label); ``path`` is the bin folder or the file."""
+    """Class folder names of a preprocess run, sorted; ``path`` is the bin folder or the file.
+
+    Labels are in the manifest: for wnid folders they are ImageNet indices, not positions in this list
+    (see :mod:`twins_tasks.labels`).
+    """
     path = Path(path)
     classes_file = path if path.suffix.lower() == ".txt" and not path.is_dir() else path / CLASSES_NAME
     if not classes_file.is_file():
@@ -293,18 +312,64 @@ def _is_complete(path: str) -> bool:
         return False
 
 
+def _source_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a source image, None when it cannot be stat'ed (it is then redone and reported)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_stamps(out: Path) -> dict[str, tuple[str, int, int]]:
+    """stem -> (source, size, mtime_ns) of the source each bin was made from (empty when unknown)."""
+    try:
+        with open(out / STAMPS_NAME, newline="", encoding="utf-8") as fh:
+            return {row[0]: (row[1], int(row[2]), int(row[3])) for row in csv.reader(fh) if len(row) == 4}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamps(out: Path, stamps: dict[str, tuple[str, int, int]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for stem in sorted(stamps):
+        writer.writerow([stem, *stamps[stem]])
+    write_text_atomic(out / STAMPS_NAME, buffer.getvalue())
+
+
+def _bin_is_current(
+    target: str, source: str, stamp: tuple[int, int] | None, known: tuple[str, int, int] | None
+) -> bool:
+    """A complete bin made from this very source file, unchanged since (size and mtime, as make/rsync judge)."""
+    if stamp is None or not _is_complete(target):
+        return False
+    if known is not None:
+        return known == (source, *stamp)
+    # A bin from before stamps were kept: trust it only if the source is not newer than it.
+    try:
+        return stamp[1] <= os.stat(target).st_mtime_ns
+    except OSError:
+        return False
+
+
 def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None]:
     """Worker: transform ``source`` into ``target``; return (index, None) or (index, why it cannot be read).
 
     Only decoding errors become a reason; a failure to write the bin (disk full) is raised, not excused.
+    A source that cannot be decoded loses the bin an earlier version of it left: inference reads every
+    .bin of the folder and would otherwise score the old picture.
     """
     index, source, target = task
     try:
         array = transform_image(source)
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        Path(target).unlink(missing_ok=True)
         return index, f"{type(exc).__name__}: {exc}"
-    with atomic_path(target) as tmp:
-        array.tofile(tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
+        # ("150528 requested and 124928 written"), which cannot be told apart from other failures.
+        fh.write(array.tobytes())
     return index, None
 
 
@@ -360,14 +425,53 @@ def preprocess(
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
-    classes, items = list_dataset(root_path, limit)
     out = Path(bin_path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--bin_path {out} is a file: pass a folder (created if missing) for the .bin files")
+    classes, items = list_dataset(root_path, limit)
+    label_scheme = class_labels(classes, root_path)[1]
+    if label_scheme == POSITION:
+        log.warning(
+            "Class folders of %s (e.g. %s) are not ImageNet wnids: labels are their positions in sorted order "
+            "(0..%d), which match a model's outputs only if the folders are its classes in its order",
+            root_path,
+            classes[0],
+            len(classes) - 1,
+        )
+    advice = "free space there (each image needs 602,112 bytes) or pass another --bin_path; complete bins are kept"
+    with no_space_is_input_error(out, advice):
+        return _preprocess(out, root_path, classes, items, label_scheme, workers, skip_bad, start)
+
+
+def _preprocess(
+    out: Path,
+    root_path: str | os.PathLike,
+    classes: list[str],
+    items: list[Item],
+    label_scheme: str,
+    workers: int | None,
+    skip_bad: bool,
+    start: float,
+) -> PreprocessResult:
     out.mkdir(parents=True, exist_ok=True)
     # The manifest marks a complete run; the one of an earlier run must not outlive a failing rerun.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
 
     targets = [str(out / f"{item.stem}.bin") for item in items]
-    tasks = [(i, str(item.source), targets[i]) for i, item in enumerate(items) if not _is_complete(targets[i])]
+    known = _read_stamps(out)
+    stamps = [_source_stamp(item.source) for item in items]
+    tasks = [
+        (i, str(item.source), targets[i])
+        for i, item in enumerate(items)
+        if not _bin_is_current(targets[i], str(item.source), stamps[i], known.get(item.stem))
+    ]
+    changed = sum(1 for i, _, target in tasks if _is_complete(target))
+    if changed:
+        log.warning(
+            "%d source image(s) changed (size or modification time) since their bins in %s were written: redoing them",
+            changed,
+            out,
+        )
     reused = len(items) - len(tasks)
     workers = min(workers or _default_workers(), max(len(tasks), 1))
     log.info(
@@ -392,6 +496,16 @@ def preprocess(
     if tasks:
         progress.finish()
 
+    # Remember what each bin was made from, also when bad images fail the run below: the next run then
+    # redoes only what changed. Stamps of images whose bins are gone are dropped.
+    for i, item in enumerate(items):
+        stamp = stamps[i]
+        if i in reasons or stamp is None:
+            known.pop(item.stem, None)
+        else:
+            known[item.stem] = (str(item.source), *stamp)
+    _write_stamps(out, known)
+
     bad = [(str(items[i].source), reasons[i]) for i in sorted(reasons)]
     seconds = time.perf_counter() - start
     result = PreprocessResult(
@@ -402,6 +516,7 @@ def preprocess(
         bad=bad,
         seconds=seconds,
         rate=len(tasks) / seconds if seconds > 0 else 0.0,
+        label_scheme=label_scheme,
     )
     if bad and not skip_bad:
         listed = "\n".join(f"  {source}: {reason}" for source, reason in bad[:_MAX_LISTED])
@@ -454,6 +569,65 @@ def _warn_stray_bins(out: Path, expected: set[str]) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------- cached step
+
+
+def prepare_inputs(
+    root_path: str | Path,
+    cache_root: str | Path,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Preprocess the dataset into a folder keyed by dataset fingerprint + transform version + limit."""
+    from .sample import is_generated
+
+    root = Path(root_path)
+    if not root.is_dir():
+        raise InputError(
+            f"dataset folder {root} does not exist: pass the ImageNet val folder "
+            f"(one sub-folder per class) or make one with `twins make-sample`"
+        )
+    fingerprint = tree_fingerprint(root)
+    key = sha256_json(
+        {
+            "dataset": fingerprint,
+            "transform": TRANSFORM_VERSION,
+            "labels": LABELS_VERSION,
+            "limit": limit,
+            "skip_bad": skip_bad,
+        }
+    )[:16]
+    target = Path(cache_root) / "bins" / key
+    record_path = target / PREPROCESS_RECORD
+    # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
+    # fingerprint that keys this cache.
+    synthetic = is_generated(root)
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        log.info(
+            "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
+            target,
+            record["num_images"],
+            TRANSFORM_VERSION,
+        )
+        return {**record, "synthetic_data": synthetic, "cached": True}
+    # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
+    # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
+    result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
+    record = {
+        **result.to_dict(),
+        "bin_path": str(target),
+        "root_path": str(root.resolve()),
+        "dataset_fingerprint": fingerprint,
+        "transform_version": TRANSFORM_VERSION,
+        "key": key,
+    }
+    write_json_atomic(record_path, record)
+    return {**record, "synthetic_data": synthetic, "cached": False}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "preprocess",
@@ -484,6 +658,6 @@ def _main(args: argparse.Namespace) -> int:
     print(
         f"preprocess: {result.num_images} images -> {result.bin_path}: {result.num_written} written, "
         f"{result.num_reused} kept from an earlier run, {len(result.bad)} skipped as undecodable; "
-        f"{result.seconds:.1f} s ({result.rate:.1f} img/s)"
+        f"{result.seconds:.1f} s ({result.rate:.1f} img/s); labels: {LABEL_SCHEME_TEXT[result.label_scheme]}"
     )
     return 0

@@ -15,6 +15,7 @@ class PlanRecord(TypedDict):
     cache_dir: str
     run_dir: str
     result_dir: str
+    failure_dir: str  # bs<N>_<step>.json: why a batch size's chain step failed
 
 
 class RecordedRun(TypedDict):

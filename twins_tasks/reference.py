@@ -20,7 +20,7 @@ import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE
 from .errors import InputError, MissingOutputError, ParityError
-from .files import atomic_path, write_json_atomic
+from .files import atomic_path, sha256_json, write_json_atomic
 from .layout import find_outputs, list_inputs, load_input, read_output
 from .progress import Progress
 
@@ -258,6 +258,27 @@ def agreement_line(record: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+
+
+def prepare_reference(
+    cache_root: str | Path, inputs: dict[str, Any], model: dict[str, Any], *, limit: int = 16
+) -> dict[str, Any]:
+    """PyTorch reference logits for the first ``limit`` inputs (cached by weights + inputs + limit)."""
+    key = sha256_json({"inputs": inputs["key"], "model": model["key"], "limit": limit})[:16]
+    path = Path(cache_root) / "reference" / f"{key}.npz"
+    if path.is_file():
+        log.info("Reusing PyTorch reference logits %s", path)
+        return {"reference": str(path), "limit": limit, "cached": True}
+    record = reference_logits(
+        Path(inputs["bin_path"]),
+        path,
+        model_name=model["model_name"],
+        resume=model.get("resume"),
+        random_init=model.get("random_init", False),
+        seed=model.get("seed", 0),
+        limit=limit,
+    )
+    return {**record, "reference": str(path), "limit": limit, "cached": False}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -30,9 +30,7 @@ def _spread(row: Mapping[str, Any]) -> tuple[float, float]:
     return float(row.get("throughput_min") or tp), float(row.get("throughput_max") or tp)
 
 
-def throughput_drop(
-    old: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds
-) -> tuple[bool, str]:
+def throughput_drop(old: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds) -> tuple[bool, str]:
     """Is ``new`` slower than ``old`` beyond the threshold AND beyond the noise both runs measured?
 
     Each run's throughput is the median of its perf rounds, with their min and max. A drop counts only when it
@@ -145,7 +143,9 @@ def check_regression(
     current = store.get_run(run_key)
     if current is None:
         raise LookupError(f"no run {run_key!r} in {store.describe()}")
-    incomplete = {str(b["batch_size"]): b.get("error") or "failed" for b in current["batches"] if b.get("status") == "failed"}
+    incomplete = {
+        str(b["batch_size"]): b.get("error") or "failed" for b in current["batches"] if b.get("status") == "failed"
+    }
     previous = store.last_successful(config_key, exclude_run_key=run_key)
     if previous is None:
         outcome = RegressionOutcome("first", incomplete=incomplete)

@@ -1,9 +1,10 @@
 """A small generated dataset in ImageNet's validation layout, for trying the pipeline without ImageNet.
 
-``DIR/<wnid>/ILSVRC2012_val_<8 digits>.JPEG``: photo-like pictures (gradients, shapes, blur, noise) of varied
-sizes and aspect ratios, including the odd files real ImageNet val holds: a grayscale JPEG, a CMYK JPEG
-and a PNG saved under a ``.JPEG`` name. The pictures are GENERATED: accuracy measured on them means
-nothing; they exist to exercise the file formats, sizes and layout. Same seed => byte-identical files.
+``DIR/<wnid>/ILSVRC2012_val_<8 digits>.JPEG`` (real ImageNet-1k wnids, so labels are ImageNet indices):
+photo-like pictures (gradients, shapes, blur, noise) of varied sizes and aspect ratios, including the odd files
+real ImageNet val holds: a grayscale JPEG, a CMYK JPEG and a PNG saved under a ``.JPEG`` name. The pictures
+are GENERATED: accuracy measured on them means nothing; they exist to exercise the file formats, sizes and
+layout. Same seed => byte-identical files.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from . import NUM_CLASSES
 from .errors import InputError
 from .files import atomic_path, write_json_atomic
+from .labels import imagenet_wnids
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +105,15 @@ def make_sample(
     :param image_size: (width, height) for the ordinary pictures (the special kinds keep their own sizes);
         by default sizes and aspect ratios vary between 120 and 600 pixels a side.
     """
-    if classes < 1 or per_class < 1:
-        raise InputError(f"make-sample needs --classes >= 1 and --per-class >= 1 (got {classes}, {per_class})")
+    if not 1 <= classes <= NUM_CLASSES or per_class < 1:
+        raise InputError(
+            f"make-sample needs 1 <= --classes <= {NUM_CLASSES} and --per-class >= 1 (got {classes}, {per_class})"
+        )
     out = Path(out)
     rng = np.random.default_rng(seed)
-    # Real-looking WordNet ids (n01440764 style), sorted like ImageNet's class folders.
-    wnids = sorted(f"n0{int(v) + 1_000_000:07d}" for v in rng.choice(9_000_000, size=classes, replace=False))
+    # Real ImageNet-1k wnids, sorted like ImageNet's class folders: labels are then their ImageNet class
+    # indices, exactly as for a subset of the real val set (twins_tasks.labels).
+    wnids = sorted(imagenet_wnids()[int(i)] for i in rng.choice(NUM_CLASSES, size=classes, replace=False))
     # Real val files are numbered across all classes in no class order: do the same.
     numbers = (rng.permutation(classes * per_class) + 1).reshape(classes, per_class)
     numbers.sort(axis=1)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,20 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     delete,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 from .errors import InputError
+from .migrations import BASE_REVISION, SCRIPT_LOCATION
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,12 @@ class ValidationRun(Base):
     report_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Revision 0002 (issue 10): all nullable, so rows recorded before it stay valid.
+    num_skipped: Mapped[int | None] = mapped_column(Integer, nullable=True)  # images --skip-bad left out
+    skipped_images: Mapped[list | None] = mapped_column(JSON, nullable=True)  # their names (capped)
+    failed_batch_sizes: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"bs": "why"} of a partial run
+    regression_details: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what was compared, and why
 
     batches: Mapped[list[BatchResult]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="BatchResult.batch_size"
@@ -103,6 +113,15 @@ class BatchResult(Base):
     agreement_top1: Mapped[float | None] = mapped_column(Float, nullable=True)
     agreement_max_abs_diff: Mapped[float | None] = mapped_column(Float, nullable=True)
     agreement_images: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Revision 0002 (issue 10): all nullable, so rows recorded before it stay valid.
+    status: Mapped[str | None] = mapped_column(String(20), nullable=True)  # "ok" | "failed"
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why a failed batch size failed
+    device: Mapped[str | None] = mapped_column(String(250), nullable=True)  # the chip that ran it
+    perf_rounds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    throughput_min: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throughput_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throughput_cv: Mapped[float | None] = mapped_column(Float, nullable=True)  # stdev / mean over the rounds
+    throughput_rounds: Mapped[list | None] = mapped_column(JSON, nullable=True)  # img/s of each round
 
     run: Mapped[ValidationRun] = relationship(back_populates="batches")
 
@@ -139,6 +158,40 @@ def _shown(url: str) -> str:
         return f"{scheme}://..." if sep else "(not a URL)"
 
 
+def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
+    """A run id that two runs started in the same second never share: ``<prefix>__<UTC time>_<6 hex>``.
+
+    The time keeps ids sortable and readable; 24 random bits make a clash of two same-second runs a 1 in
+    16 million event, and the run folder is created exclusively (:func:`twins_tasks.files.create_run_dir`),
+    so even that clash fails loudly instead of sharing a folder.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{prefix}__{now:%Y%m%dT%H%M%S}_{secrets.token_hex(3)}"
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's first line (e.g. 'attempt to write a readonly database'), without SQLAlchemy's SQL dump."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
+def _alembic_config(connection: Any = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The schema revision this code writes (the newest migration)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "twins_tasks/migrations/versions holds no revision"
+    return head
+
+
 def _parse_time(value: Any) -> Any:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
@@ -156,15 +209,91 @@ class ResultsStore:
             self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise InputError(f"results database URL {_shown(self.url)} is not usable: {exc} {where}") from exc
-        try:
-            Base.metadata.create_all(self.engine)
-        except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise InputError(
-                f"cannot open the results database {self.describe()}: {reason}. Check the URL "
-                f"{where} and that the database server is running and reachable"
-            ) from exc
+        self._where = where
+        # (from, to) when this open changed the schema; from is None for a database created just now.
+        self.schema_change: tuple[str | None, str] | None = None
+        for attempt in (1, 2):
+            try:
+                self.schema_change = self._ensure_schema()
+                break
+            except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
+                # Two processes creating or upgrading one new database at once: the loser's view is stale
+                # (SQLite "database is locked", PostgreSQL duplicate table); the second pass sees the result.
+                if attempt == 2 or exc.connection_invalidated:
+                    raise InputError(
+                        f"cannot open the results database {self.describe()}: {_reason(exc)}. Check the URL "
+                        f"{where} and that the database server is running and reachable (and, for SQLite, that "
+                        f"the file and its folder are writable)"
+                    ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _ensure_schema(self) -> tuple[str | None, str] | None:
+        """Bring the schema to the head revision in one transaction; return (from, to) if it changed anything.
+
+        A new database gets the tables and is stamped at head; a database made before Alembic managed the
+        schema (tables, no ``alembic_version``) is stamped at the base revision and upgraded; an older
+        revision is upgraded. Every upgrade only adds (nullable columns, indexes): no row is rewritten.
+        """
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        head = head_revision()
+        with self.engine.begin() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
+                return None
+            config = _alembic_config(conn)
+            if current is not None:
+                try:
+                    ScriptDirectory.from_config(config).get_revision(current)
+                except CommandError:
+                    raise InputError(
+                        f"results database {self.describe()} has schema revision {current!r}, which this "
+                        f"twins_tasks does not know (its newest is {head!r}): it was written by a newer version; "
+                        f"upgrade twins_tasks, or use another database"
+                    ) from None
+            if current is None and not inspect(conn).has_table(ValidationRun.__tablename__):
+                Base.metadata.create_all(conn)
+                command.stamp(config, head)
+                log.info("Created the results schema (revision %s) in %s", head, self.describe())
+                return None, head
+            if current is None:  # made by the first release, before Alembic
+                command.stamp(config, BASE_REVISION)
+            command.upgrade(config, head)
+            was = current or f"{BASE_REVISION} (pre-Alembic)"
+            log.warning(
+                "Upgraded the results database %s from schema revision %s to %s (rows kept)", self.describe(), was, head
+            )
+            return was, head
+
+    def schema_revision(self) -> str | None:
+        """The revision the database is stamped with (None: no ``alembic_version`` table)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def check_writable(self) -> None:
+        """Prove the database accepts writes now, before hours of compute whose results it must keep.
+
+        Inserts a row into ``alembic_version`` and rolls it back: a read-only SQLite file (or folder), a
+        read-only PostgreSQL role or a server that went away fails here, as an :class:`InputError` naming the URL.
+        """
+        try:
+            with self.engine.connect() as conn, conn.begin() as transaction:
+                conn.execute(
+                    text("INSERT INTO alembic_version (version_num) VALUES (:probe)"), {"probe": "twins-write-check"}
+                )
+                transaction.rollback()
+        except DBAPIError as exc:
+            raise InputError(
+                f"the results database {self.describe()} cannot be written: {_reason(exc)}. Nothing was "
+                f"computed yet. Make it writable (for SQLite the file AND its folder: SQLite writes a journal "
+                f"beside the file; for a server, the role's INSERT rights), or give a writable database "
+                f"{self._where}"
+            ) from exc
 
     def describe(self) -> str:
         """The URL without its password, for logs."""
@@ -266,15 +395,31 @@ def _as_dict(row: ValidationRun) -> dict[str, Any]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("results", help="list recorded validation runs from the results database")
+    p = subparsers.add_parser(
+        "results",
+        help="list recorded validation runs from the results database; --upgrade migrates its schema",
+        description="List recorded runs. Opening a database whose schema is older than this twins_tasks "
+        "upgrades it in place (Alembic, rows kept); --upgrade does only that and says what it did.",
+    )
     p.add_argument("--url", default=None, help=f"SQLAlchemy URL (default ${URL_ENV} or ./{DEFAULT_SQLITE_NAME})")
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--run", dest="run_key", default=None, help="show one run in full (JSON)")
+    p.add_argument(
+        "--upgrade", action="store_true", help="upgrade the database schema to this version's (Alembic) and exit"
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     store = ResultsStore(args.url)
+    if args.upgrade:
+        if store.schema_change is None:
+            print(f"results database {store.describe()}: schema already at revision {head_revision()}")
+        else:
+            before, after = store.schema_change
+            was = "none (new database)" if before is None else before
+            print(f"results database {store.describe()}: schema upgraded from revision {was} to {after}")
+        return 0
     if args.run_key:
         run = store.get_run(args.run_key)
         if run is None:
@@ -283,14 +428,19 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     print(f"results database: {store.describe()}")
     for run in store.list_runs(args.limit):
-        best = max(run["batches"], key=lambda b: b["throughput"] or 0, default=None)
+        ok = [b for b in run["batches"] if b.get("status") != "failed"]
+        best = max(ok, key=lambda b: b["throughput"] or 0, default=None)
         best_text = (
             f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
         )
-        top1 = next((b["top1"] for b in run["batches"] if b["top1"] is not None), None)
+        top1 = next((b["top1"] for b in ok if b["top1"] is not None), None)
         data = "  GENERATED DATA" if (run.get("config") or {}).get("synthetic_data") else ""
+        failed = run.get("failed_batch_sizes") or {}
+        failed_text = f"  failed bs {','.join(str(bs) for bs in failed)}" if failed else ""
+        skipped_text = f"  {run['num_skipped']} image(s) skipped" if run.get("num_skipped") else ""
         print(
             f"{run['run_key']}  {run['backend']}  {run['weights']}{data}  {run['status']}"
             f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}"
+            f"{failed_text}{skipped_text}"
         )
     return 0

@@ -21,7 +21,7 @@ from twins_tasks.backends import BACKENDS, get_backend, resolve_backend_name
 from twins_tasks.backends.base import Backend
 from twins_tasks.errors import InputError
 from twins_tasks.layout import OUTPUT_FORMATS
-from twins_tasks.pipeline import compile_step, infer_step, perf_step, result_name
+from twins_tasks.pipeline import clear_failure, compile_step, infer_step, note_failure, perf_step, result_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -83,16 +83,26 @@ class BackendOperator(BaseOperator):
     :param backend_options: keyword arguments of the backend: for ``ascend`` e.g. ``cann_env``, ``device``,
         ``soc_version``, ``precision_mode``, ``op_select_implmode``, ``ais_bench_python``; for
         ``onnxruntime`` ``providers`` and ``threads``. (templated)
+    :param failure_dir: where a failure leaves ``bs<N>_<step>.json`` with its error, for the DAG's accuracy
+        step to record why this batch size has no result (a later successful try removes it). (templated)
 
     The XCom is the step's record (a small dict); ``multiple_outputs`` defaults to True so that each entry
     is also its own XCom: ``compile_task.output["artifact"]``.
     """
 
-    template_fields: Sequence[str] = ("backend", "backend_options")
+    template_fields: Sequence[str] = ("backend", "backend_options", "failure_dir")
+    step: str = ""  # compile / infer / perf: names the failure note
     template_fields_renderers = {"backend_options": "json"}
     ui_color = "#e8f4e8"
 
-    def __init__(self, *, backend: str = "auto", backend_options: dict[str, Any] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        backend_options: dict[str, Any] | None = None,
+        failure_dir: str | None = None,
+        **kwargs,
+    ) -> None:
         # Each step returns a small dict: push its entries too, so `compile.output["artifact"]` works.
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
@@ -100,6 +110,7 @@ class BackendOperator(BaseOperator):
             raise ValueError(f"backend={backend!r} must be one of auto, {', '.join(BACKENDS)} (or a template)")
         self.backend = backend
         self.backend_options = backend_options
+        self.failure_dir = failure_dir
 
     @cached_property
     def hook(self) -> ToolHook:
@@ -117,7 +128,23 @@ class BackendOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         # Bad input fails at once, tool failures are retried: the mapping every task of the DAG shares.
         with task_failures():
-            return self.run_step(self.make_backend(), context)
+            try:
+                result = self.run_step(self.make_backend(), context)
+            except Exception as exc:
+                self._note(str(exc) or type(exc).__name__)
+                raise
+            self._note(None)
+            return result
+
+    def _note(self, error: str | None) -> None:
+        """Leave (or, after a success, remove) this batch size's failure note for the accuracy step."""
+        batch_size = getattr(self, "batch_size", None)
+        if not self.failure_dir or batch_size is None or not _int_at_least(batch_size, 1):
+            return
+        if error is None:
+            clear_failure(self.failure_dir, int(str(batch_size)), self.step)
+        else:
+            note_failure(self.failure_dir, int(str(batch_size)), self.step, error)
 
     def run_step(self, backend: Backend, context: Context) -> Any:
         raise NotImplementedError
@@ -139,6 +166,7 @@ class CompileOperator(BackendOperator):
     :param name: artifact base name (default ``<model stem>_bs<N>``, as in the recipe). (templated)
     """
 
+    step = "compile"
     template_fields: Sequence[str] = (*BackendOperator.template_fields, "model", "batch_size", "cache_dir", "name")
     ui_color = "#f4e8d8"
 
@@ -178,6 +206,7 @@ class InferOperator(BackendOperator):
     :param outfmt: ``TXT`` (as the recipe), ``NPY`` or ``BIN``. (templated)
     """
 
+    step = "infer"
     template_fields: Sequence[str] = (
         *BackendOperator.template_fields,
         "artifact",
@@ -228,11 +257,20 @@ class PerfOperator(BackendOperator):
 
     :param artifact: the compiled model, or CompileOperator's XCom. (templated)
     :param batch_size: the artifact's batch size. (templated)
-    :param loop: timed runs. (templated)
+    :param loop: timed runs per round. (templated)
     :param warmup: untimed runs before them. (templated)
+    :param rounds: rounds of ``loop`` runs; the record is the median round's, with the rounds' spread. (templated)
     """
 
-    template_fields: Sequence[str] = (*BackendOperator.template_fields, "artifact", "batch_size", "loop", "warmup")
+    step = "perf"
+    template_fields: Sequence[str] = (
+        *BackendOperator.template_fields,
+        "artifact",
+        "batch_size",
+        "loop",
+        "warmup",
+        "rounds",
+    )
     ui_color = "#f4d8e8"
 
     def __init__(
@@ -242,16 +280,19 @@ class PerfOperator(BackendOperator):
         batch_size: int | str,
         loop: int | str = 20,
         warmup: int | str = 1,
+        rounds: int | str = 1,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         _check_int("batch_size", batch_size, 1)
         _check_int("loop", loop, 1)
         _check_int("warmup", warmup, 0)
+        _check_int("rounds", rounds, 1)
         self.artifact = artifact
         self.batch_size = batch_size
         self.loop = loop
         self.warmup = warmup
+        self.rounds = rounds
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         return perf_step(
@@ -260,4 +301,5 @@ class PerfOperator(BackendOperator):
             _as_int("batch_size", self.batch_size, 1),
             loop=_as_int("loop", self.loop, 1),
             warmup=_as_int("warmup", self.warmup, 0),
+            rounds=_as_int("rounds", self.rounds, 1),
         )
