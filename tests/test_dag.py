@@ -146,7 +146,7 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"Recorded run {dr.run_id} (2 batch sizes)" in proc.stdout + proc.stderr
+    assert f"Recorded run {dr.run_id} (2 batch sizes, status success)" in proc.stdout + proc.stderr
     assert _store().count_rows() == before
     assert [b["batch_size"] for b in _store().get_run(dr.run_id)["batches"]] == [1, 4]
 
