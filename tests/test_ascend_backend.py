@@ -74,6 +74,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.delenv("TWINS_CANN_ENV", raising=False)
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("TWINS_DOUBLES_LOG", str(calls))
+    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))  # two users of one chip fail loudly
 
     def backend(**options) -> AscendBackend:
         options = {"cann_env": str(SET_ENV), "idle_wait_s": 0, "idle_poll_s": 0.05, **options}
@@ -304,7 +305,18 @@ def test_infer_reads_the_summary_json_in_either_place(fake, monkeypatch, tmp_pat
     )
     assert where.is_file()
     assert result.summary["NPU_compute_time"]["count"] == 2  # 6 inputs at batch 4: two batches
-    assert result.summary["args"]["outfmt"] == "NPY"
+    # summary.py: args is the raw argv list; filesinfo has one entry per input file; pid is the tool's.
+    args = result.summary["args"]
+    assert args[0].endswith("__main__.py") and args[args.index("--outfmt") + 1] == "NPY"
+    files = sorted(fake.inputs.glob("*.bin"))
+    assert result.summary["filesinfo"] == {
+        str(i): {
+            "infiles": [str(path)],
+            "outfiles": [str(tmp_path / "result" / "alt_gvt_large_bs4" / f"{path.stem}_0.npy")],
+        }
+        for i, path in enumerate(files)
+    }
+    assert isinstance(result.summary["pid"], int)
 
 
 @pytest.mark.parametrize("fmt", ["old", "new"])
