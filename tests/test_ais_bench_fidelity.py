@@ -93,6 +93,23 @@ def test_fp16_outputs_are_float16_files_and_postprocess_scores_them(env, outfmt)
     )
 
 
+def test_fp16_bin_outputs_compare_with_the_pytorch_reference(env):
+    """`twins compare` reads float16 BIN outputs too (agreement with PyTorch is the meaningful number)."""
+    from twins_tasks.reference import compare
+
+    inputs = env / "bin_path"
+    make_inputs(inputs, 4)
+    fp16, om16 = compiled(env / "fp16", 1, output_type="FP16")
+    result = fp16.infer(om16, inputs, 1, env / "result", "fp16", "BIN")
+    stems = [p.stem for p in sorted(inputs.glob("*.bin"))]
+    logits = np.stack([np.fromfile(inputs / f"{s}.bin", np.float32)[:150000].reshape(1000, -1).mean(1) for s in stems])
+    reference = env / "ref.npz"
+    np.savez(reference, stems=np.array(stems), logits=logits.astype(np.float32), meta=np.array(json.dumps({})))
+    record = compare(reference, result.output_dir)
+    assert record["num_compared"] == 4 and record["num_invalid"] == 0
+    assert record["top1_agreement"] == 1.0 and record["max_abs_diff"] < 1e-3  # float16 rounding only
+
+
 # ---- 2. output names stop at the first dot --------------------------------------------------------------------
 
 
@@ -285,3 +302,13 @@ def test_the_short_last_batch_is_padded_with_its_first_file(env):
     batches = [e["files"] for e in read_log(env / "calls.jsonl", "events") if e["event"] == "batch"]
     assert batches == [[str(p) for p in files[:4]], [str(files[4]), str(files[5]), str(files[4]), str(files[4])]]
     assert result.num_outputs == 6 and len(list(Path(result.output_dir).iterdir())) == 6
+
+
+def test_a_float_batchsize_mean_parses():
+    """summary.py prints the mean of the batch sizes it ran when it recorded them (dynamic shapes): 64.0."""
+    text = (
+        "[INFO] NPU_compute_time (ms): min = 1.5, max = 2.5, mean = 2.0, median = 2.0, percentile(99%) = 2.49\n"
+        "[INFO] throughput 1000*batchsize.mean(64.0)/NPU_compute_time.mean(2.0): 32000.0\n"
+    )
+    perf = parse_summary(text, loop=2)
+    assert (perf.batch_size, perf.throughput) == (64, 32000.0)
