@@ -5,6 +5,7 @@
 - :mod:`.npu_smi`: the ``npu-smi info`` table and the idle wait;
 - :mod:`.cann_env`: the CANN environment (``set_env.sh`` sourced once) and the toolkit version;
 - :mod:`.options`: the backend's settings, one validated record;
+- :mod:`.artifacts`: what the tools leave behind (atc's ``.om``, ais_bench's results and summary JSON);
 - :mod:`.backend`: :class:`AscendBackend`, which runs them through a tool runner.
 
 Every public name is importable from here (``twins_tasks.backends.ascend:AscendBackend`` is the registry's).

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import json
 import logging
 import os
 import re
@@ -24,6 +22,7 @@ from ...layout import OUTPUT_FORMATS, check_output_stems, list_inputs, output_pa
 from ...perf import PerfResult, parse_summary
 from ...toolrun import ToolResult, ToolRunner, run_tool
 from ..base import Backend, CompileResult, InferResult
+from .artifacts import clear_previous_outputs, find_artifacts, read_summary
 from .cann_env import cann_version, find_tool, load_cann_env
 from .commands import (
     AIS_BENCH_EXITS,
@@ -42,8 +41,6 @@ log = logging.getLogger(__name__)
 
 # A result-folder or artifact name: one path component, not an option, no shell or path syntax.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
-# ais_bench result files: <stem>_<output index>.<fmt>
-_RESULT_FILE = re.compile(r"^.+_\d+\.(txt|npy|bin)$", re.IGNORECASE)
 _NPU_SMI_PLACES = ("/usr/local/sbin/npu-smi", "/usr/local/bin/npu-smi")
 
 
@@ -214,7 +211,7 @@ class AscendBackend(Backend):
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
         prefix = output_dir / name
-        for stale in _artifacts(prefix):  # a leftover would pass for this run's result
+        for stale in find_artifacts(prefix):  # a leftover would pass for this run's result
             log.info("Removing previous artifact %s before compiling", stale)
             stale.unlink()
         self._require_tool(
@@ -225,7 +222,7 @@ class AscendBackend(Backend):
         timeout = self.options.compile_timeout
         # cwd = output_dir: atc drops fusion_result.json and kernel_meta/ into its working directory.
         result = self._run(argv, timeout=timeout, title=f"atc: {name}", cwd=str(output_dir))
-        found = _artifacts(prefix)
+        found = find_artifacts(prefix)
         if result.exit_code != 0 or result.timed_out or len(found) != 1:
             if result.exit_code != 0 or result.timed_out:
                 reason = failure_reason(result, timeout)
@@ -278,7 +275,7 @@ class AscendBackend(Backend):
         )
         output = Path(output).resolve()
         out_dir = output / output_dirname
-        _clear_previous_outputs(output, output_dirname)
+        clear_previous_outputs(output, output_dirname)
         output.mkdir(parents=True, exist_ok=True)
         argv = ais_bench_infer_command(
             artifact,
@@ -302,7 +299,7 @@ class AscendBackend(Backend):
                 f"(expected <stem>_0.{outfmt.lower()} per input; first missing: {', '.join(missing[:5])}): "
                 "check the ais_bench lines above and the free disk space"
             )
-        summary = _read_summary(output, output_dirname)
+        summary = read_summary(output, output_dirname)
         seconds = result.seconds
         return InferResult(
             output_dir=str(out_dir),
@@ -395,12 +392,6 @@ class AscendBackend(Backend):
         return info
 
 
-def _artifacts(prefix: Path) -> list[Path]:
-    """``<prefix>.om`` or ``<prefix>_linux_<arch>.om``; not ``<prefix>6.om`` (bs1 vs bs16 in one folder)."""
-    pattern = re.compile(re.escape(prefix.name) + r"(_linux_[A-Za-z0-9_]+)?\.om")
-    return sorted(p for p in prefix.parent.glob(f"{glob.escape(prefix.name)}*.om") if pattern.fullmatch(p.name))
-
-
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch size {batch_size!r} must be an integer >= 1")
@@ -423,34 +414,3 @@ def _existing_artifact(artifact: str | os.PathLike) -> Path:
     if path.suffix != ".om":
         raise InputError(f"compiled model {path} is not an .om file (atc's output)")
     return path
-
-
-def _clear_previous_outputs(output: Path, output_dirname: str) -> None:
-    """Remove an earlier run's result files, so that a missing output cannot hide behind a stale one."""
-    out_dir = output / output_dirname
-    stale = [output / f"{output_dirname}_summary.json", out_dir / "sumary.json"]
-    if out_dir.is_dir():
-        stale.extend(p for p in out_dir.iterdir() if _RESULT_FILE.match(p.name))
-    removed = 0
-    for path in stale:
-        if path.is_file():
-            path.unlink()
-            removed += 1
-    if removed:
-        log.info("Removed %d result files of an earlier run in %s", removed, out_dir)
-
-
-def _read_summary(output: Path, output_dirname: str) -> dict[str, Any]:
-    for path in (output / f"{output_dirname}_summary.json", output / output_dirname / "sumary.json"):
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except ValueError as exc:
-                raise ToolError(f"ais_bench summary {path} is not valid JSON: {exc}") from exc
-    log.warning(
-        "ais_bench wrote no summary JSON (%s_summary.json or %s/sumary.json in %s); outputs are complete",
-        output_dirname,
-        output_dirname,
-        output,
-    )
-    return {}
