@@ -1,7 +1,8 @@
 """The Ascend backend: ``atc`` compiles, ``python -m ais_bench`` infers and measures, ``npu-smi`` names the chip.
 
 The commands are built in :mod:`.commands`, the chip table read in :mod:`.npu_smi`, the CANN environment
-loaded in :mod:`.cann_env`; this module runs them in order and checks what they leave behind. The CANN
+loaded in :mod:`.cann_env`; this module runs them in order and checks what they leave behind
+(:mod:`.artifacts`). The CANN
 environment (``set_env.sh``) is loaded once per backend instance and handed to every tool; user values
 only ever reach a tool as single literal arguments.
 """
