@@ -7,6 +7,7 @@ to the real tools and how we read what they print.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, r
 from twins_tasks.backends import get_backend
 from twins_tasks.backends.ascend import (
     AscendBackend,
+    AscendOptions,
     ais_bench_infer_command,
     ais_bench_perf_command,
     atc_command,
@@ -72,6 +74,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.delenv("TWINS_CANN_ENV", raising=False)
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("TWINS_DOUBLES_LOG", str(calls))
+    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))  # two users of one chip fail loudly
 
     def backend(**options) -> AscendBackend:
         options = {"cann_env": str(SET_ENV), "idle_wait_s": 0, "idle_poll_s": 0.05, **options}
@@ -302,7 +305,18 @@ def test_infer_reads_the_summary_json_in_either_place(fake, monkeypatch, tmp_pat
     )
     assert where.is_file()
     assert result.summary["NPU_compute_time"]["count"] == 2  # 6 inputs at batch 4: two batches
-    assert result.summary["args"]["outfmt"] == "NPY"
+    # summary.py: args is the raw argv list; filesinfo has one entry per input file; pid is the tool's.
+    args = result.summary["args"]
+    assert args[0].endswith("__main__.py") and args[args.index("--outfmt") + 1] == "NPY"
+    files = sorted(fake.inputs.glob("*.bin"))
+    assert result.summary["filesinfo"] == {
+        str(i): {
+            "infiles": [str(path)],
+            "outfiles": [str(tmp_path / "result" / "alt_gvt_large_bs4" / f"{path.stem}_0.npy")],
+        }
+        for i, path in enumerate(files)
+    }
+    assert isinstance(result.summary["pid"], int)
 
 
 @pytest.mark.parametrize("fmt", ["old", "new"])
@@ -495,6 +509,36 @@ def test_bad_options_are_rejected(options, match):
         AscendBackend(**options)
 
 
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"device": "0"}, r"device='0' must be a non-negative integer"),
+        ({"device": True}, r"device=True must be a non-negative integer"),
+        ({"infer_timeout": "60"}, r"infer_timeout='60' must be a non-negative number or None"),
+        ({"idle_aicore_max": "5"}, r"idle_aicore_max='5' must be a non-negative number"),
+        ({"idle_memory_max_mb": 1.5}, r"idle_memory_max_mb=1.5 must be a non-negative integer"),
+        ({"idle_wait_s": None}, r"idle_wait_s=None: give a number of seconds"),
+        ({"no_such_option": 1}, r"unknown Ascend backend option: .*no_such_option.*options are cann_env, device"),
+    ],
+)
+def test_options_are_typed_values_strings_are_not_coerced(options, match):
+    """Templated Airflow strings are converted by the operators, not here: a string is an input error."""
+    with pytest.raises(InputError, match=match):
+        AscendBackend(**options)
+
+
+def test_options_record_is_shared_and_with_device_keeps_the_environment(fake):
+    options = AscendOptions(cann_env=str(SET_ENV), device=0, soc_version="Ascend310P3", infer_timeout=60)
+    backend = AscendBackend(options, idle_wait_s=0)
+    assert backend.options.infer_timeout == 60 and backend.options.idle_wait_s == 0 and options.idle_wait_s == 300
+    env = backend.env
+    other = backend.with_device(1)
+    assert (other.device, other.env, other.runner, other.options.infer_timeout) == (1, env, backend.runner, 60)
+    assert backend.device == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.device = 2  # type: ignore[misc]
+
+
 def test_options_reach_atc_and_the_cache_key(fake, tmp_path):
     aipp = tmp_path / "aipp.cfg"
     aipp.write_text("aipp_op { aipp_mode: static }\n")
@@ -503,7 +547,7 @@ def test_options_reach_atc_and_the_cache_key(fake, tmp_path):
         op_select_implmode="high_performance",
         insert_op_conf=str(aipp),
         output_type="fp16",
-        device="0",
+        device=0,
     )
     backend.compile(fake.model, 1, tmp_path / "out")
     argv = fake.calls("atc")[0]["argv"]
@@ -570,3 +614,21 @@ def test_doubles_are_executable_python_scripts():
         path = SET_ENV.parent / "bin" / tool
         assert path.read_text().startswith("#!/usr/bin/env python3\n")
         assert path.stat().st_mode & stat.S_IXUSR
+
+
+def test_npu_smi_runs_through_the_tool_runner(fake, monkeypatch, tmp_path):
+    """The idle wait polls npu-smi through the runner, so the Airflow hook's on_kill can stop it."""
+    seen: list[list[str]] = []
+
+    def runner(argv, **kwargs):
+        seen.append(list(argv))
+        return run_tool(argv, **kwargs)
+
+    sequence = tmp_path / "aicore.txt"
+    sequence.write_text("80\n3\n")
+    monkeypatch.setenv("FAKE_NPU_AICORE_FILE", str(sequence))
+    backend, om = compiled(fake, tmp_path, 1, runner=runner, idle_wait_s=30)
+    backend.perf(om, 1, loop=2)
+    polls = [argv for argv in seen if Path(argv[0]).name == "npu-smi"]
+    assert len(polls) >= 2 and all(argv[1:] == ["info"] for argv in polls)
+    assert backend.list_chips() == [0]

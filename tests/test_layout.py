@@ -9,12 +9,14 @@ import pytest
 
 from twins_tasks.errors import InputError
 from twins_tasks.layout import (
+    check_output_stems,
     find_outputs,
     format_txt,
     list_inputs,
     load_input,
     natural_key,
     output_path,
+    output_stem,
     read_output,
     write_output,
 )
@@ -72,24 +74,63 @@ def test_natural_sort_puts_img2_before_img10(tmp_path: Path) -> None:
     assert sorted(["a10", "a9", "b1"], key=natural_key) == ["a9", "a10", "b1"]
 
 
-def test_list_inputs_takes_bin_and_npy_only(tmp_path: Path) -> None:
-    for name in ("a.bin", "b.BIN", "c.npy", "d.NPY", "e.txt", "f.jpeg", "manifest.csv"):
+def test_list_inputs_takes_exactly_the_suffixes_ais_bench_takes(tmp_path: Path) -> None:
+    """ais_bench lists .bin .BIN .npy .NPY only (utils.py, get_fileslist_from_dir): .Bin is not an input."""
+    for name in ("a.bin", "b.BIN", "c.npy", "d.NPY", "e.txt", "f.jpeg", "manifest.csv", "g.Bin", "h.nPy"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.bin").mkdir()  # a folder with an input-like name is not an input
     assert [p.name for p in list_inputs(tmp_path)] == ["a.bin", "b.BIN", "c.npy", "d.NPY"]
+    with pytest.raises(InputError, match=r"g\.Bin is not a \.bin or \.npy file \(ais_bench takes exactly "):
+        list_inputs(tmp_path / "g.Bin")
 
 
-def test_list_inputs_comma_separated_dirs_and_files(tmp_path: Path) -> None:
+def test_list_inputs_comma_separated_files_are_one_input(tmp_path: Path) -> None:
     (tmp_path / "d1").mkdir()
-    (tmp_path / "d2").mkdir()
-    (tmp_path / "d1" / "x2.bin").write_bytes(b"x")
-    (tmp_path / "d1" / "x1.bin").write_bytes(b"x")
-    (tmp_path / "d2" / "y.npy").write_bytes(b"x")
+    for name in ("x2.bin", "x1.bin"):
+        (tmp_path / "d1" / name).write_bytes(b"x")
     single = tmp_path / "z.bin"
     single.write_bytes(b"x")
-    found = list_inputs(f"{tmp_path / 'd2'},{tmp_path / 'd1'},{single}")
-    assert [p.name for p in found] == ["y.npy", "x1.bin", "x2.bin", "z.bin"]
+    found = list_inputs(f"{tmp_path / 'd1' / 'x2.bin'},{single},{tmp_path / 'd1' / 'x1.bin'}")
+    assert [p.name for p in found] == ["x2.bin", "z.bin", "x1.bin"]  # files: in the order given
     assert list_inputs([single]) == [single]
+    assert [p.name for p in list_inputs(tmp_path / "d1")] == ["x1.bin", "x2.bin"]
+
+
+@pytest.mark.parametrize("spec", ["{d1},{d2}", "{d1},{z}", "{z},{d1}"])
+def test_comma_separated_folders_are_one_folder_per_model_input(tmp_path: Path, spec: str) -> None:
+    """ais_bench reads comma-separated folders as one per model input (io_oprations.py, check_input_parameter):
+    this model has one input, so a list with a folder in it is an input error, not a merge."""
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.bin").write_bytes(b"x")
+    (tmp_path / "z.bin").write_bytes(b"x")
+    text = spec.format(d1=tmp_path / "d1", d2=tmp_path / "d2", z=tmp_path / "z.bin")
+    with pytest.raises(InputError, match=r"one folder per model input, and this model has one input"):
+        list_inputs(text)
+
+
+def test_output_stem_stops_at_the_first_dot_and_clashes_are_named(tmp_path: Path) -> None:
+    assert output_stem("ILSVRC2012_val_00000293.bin") == "ILSVRC2012_val_00000293"
+    assert output_stem(tmp_path / "img.v1.bin") == "img"
+    check_output_stems(["a.bin", "b.bin", "c.v1.bin"])  # one name per stem: fine
+    with pytest.raises(InputError) as err:
+        check_output_stems([tmp_path / "img.v1.bin", "other.bin", tmp_path / "img.v2.npy", "img.bin"])
+    assert "img.v1.bin, img.v2.npy, img.bin -> img_0.*" in str(err.value)
+    assert "part before the first dot is unique" in str(err.value)
+
+
+def test_fp16_bin_and_npy_outputs_read_as_float32(tmp_path: Path) -> None:
+    """With atc --output_type=FP16 ais_bench writes float16 (utils.py, save_data_to_files): tofile / np.save."""
+    values = np.random.default_rng(1).standard_normal((1, 1000)).astype(np.float16)
+    values.tofile(tmp_path / "a_0.bin")
+    np.save(tmp_path / "a_0.npy", values)
+    for name in ("a_0.bin", "a_0.npy"):
+        back = read_output(tmp_path / name, 1000)
+        assert back.dtype == np.float32
+        np.testing.assert_array_equal(back, values.reshape(-1).astype(np.float32))
+    (tmp_path / "b_0.bin").write_bytes(b"\0" * 3000)
+    with pytest.raises(ValueError, match=r"4000 bytes \(float32\) or 2000 bytes \(float16\), found 3000 bytes"):
+        read_output(tmp_path / "b_0.bin", 1000)
 
 
 def test_list_inputs_errors_name_the_path(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_compare_counts_disagreement_missing_and_unreadable(tmp_path, reference)
 
     write_output(output_path(pred, stems[0], 0, "TXT"), np.ones((1, 10), np.float32), "TXT")
     record = compare(out, pred)
-    assert record["num_invalid"] == 1 and "img_1_0.txt: 10 values, expected 1000" in record["invalid"]["img_1"]
+    assert record["num_invalid"] == 1 and "img_1_0.txt: expected 1000 values, found 10" in record["invalid"]["img_1"]
     assert record["num_compared"] == 2 and record["top1_agreement"] == pytest.approx(1 / 2)
 
 

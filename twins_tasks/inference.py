@@ -43,7 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_backend_arguments(i)
     i.add_argument("--model", "-m", required=True, help="compiled artifact (from `twins compile`)")
-    i.add_argument("--input", "-i", required=True, help="folder(s) or files of .bin/.npy inputs, comma-separated")
+    i.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        help="one folder of .bin/.npy inputs, or comma-separated files (ais_bench reads a "
+        "comma-separated list of folders as one folder per model input; this model has one)",
+    )
     i.add_argument("--batchsize", type=int, required=True, help="the artifact's batch size")
     i.add_argument("--output", "-o", default=None, help="result root folder")
     i.add_argument(

@@ -9,17 +9,20 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 KEEP_LINES = 5000  # enough for a perf summary or atc's error block; a 50k-image ais_bench log is longer
+PROGRESS_LOG_S = 10.0  # at most one redrawn progress-bar state per this many seconds goes into the log
+_LINE_END = re.compile(rb"\r\n|\n|\r")
 
 
 @dataclass
@@ -75,6 +78,30 @@ def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             continue
 
 
+def _split_output(read: Callable[[int], bytes]) -> Iterator[tuple[str, bool]]:
+    """The lines of a tool's output as they arrive: ``(text, is_progress)``.
+
+    A line ends at ``\n`` (or ``\r\n``); text that ends at a lone ``\r`` is a progress-bar state that the
+    next one overwrites on a terminal (``is_progress``).
+    """
+    pending = b""
+    while chunk := read(65536):
+        pending += chunk
+        start = 0
+        for match in _LINE_END.finditer(pending):
+            if match.group() == b"\r" and match.end() == len(pending):
+                break  # maybe the first half of '\r\n': wait for the next chunk
+            yield _decode(pending[start : match.start()]), match.group() == b"\r"
+            start = match.end()
+        pending = pending[start:]
+    if pending.rstrip(b"\r"):
+        yield _decode(pending.rstrip(b"\r")), False
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace").rstrip()
+
+
 def run_tool(
     argv: Sequence[str],
     *,
@@ -120,8 +147,16 @@ def run_tool(
         out.info("::group::%s", title)
     try:
         assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="backslashreplace").rstrip()
+        last_progress = -PROGRESS_LOG_S
+        fd = proc.stdout.fileno()  # raw reads: a progress bar's '\r' redraws arrive without a newline
+        for line, is_progress in _split_output(lambda size: os.read(fd, size)):
+            if is_progress:
+                # A progress bar (tqdm, as ais_bench prints it) redraws itself after '\r' many times a
+                # second: log a state now and then; its final state ends with a newline and is kept.
+                now = time.perf_counter()
+                if not line or now - last_progress < PROGRESS_LOG_S:
+                    continue
+                last_progress = now
             lines.append(line)
             out.info("%s", line)
         proc.wait()

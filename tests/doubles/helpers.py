@@ -28,6 +28,13 @@ FAKE_VARS = (
     "FAKE_AIS_DROP",
     "FAKE_AIS_SLEEP",
     "FAKE_AIS_MS_PER_IMAGE",
+    "FAKE_ATC_SECONDS",
+    "FAKE_AIS_BATCH_SECONDS",
+    "FAKE_AIS_LOOP_SECONDS",
+    "FAKE_NPU_LOCK_DIR",
+    "TWINS_FAKE_NPUS",
+    "TWINS_FAKE_DELAYS",
+    "TWINS_FAKE_TIME_SCALE",
     "TWINS_DOUBLES_LOG",
 )
 
@@ -53,9 +60,13 @@ def make_model(path: str | os.PathLike) -> Path:
 
 
 def read_log(path: str | os.PathLike, tool: str | None = None) -> list[dict]:
-    """The calls the doubles recorded (TWINS_DOUBLES_LOG), optionally only those of one tool."""
+    """The calls the doubles recorded (TWINS_DOUBLES_LOG), optionally only those of one tool.
+
+    The doubles' events (tool ``events``: chip locks held, released, clashing; batches) are not calls:
+    they are listed only when asked for by name.
+    """
     path = Path(path)
     if not path.exists():
         return []
     calls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [c for c in calls if tool is None or c["tool"] == tool]
+    return [c for c in calls if c["tool"] == tool or (tool is None and c["tool"] != "events")]

@@ -1,0 +1,185 @@
+"""Every NPU at once: chips from npu-smi, and a host-local lease that never lets two tasks share a chip.
+
+Holders run as separate processes (tests/doubles/lease_holder.py), as Airflow workers would, so the locks
+are the kernel's, not this process's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
+from twins_tasks.backends.ascend import AscendBackend, IdlePolicy
+from twins_tasks.devices import lease_chip, list_chips, resolve_device_ids
+from twins_tasks.errors import InputError, ToolError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def host(monkeypatch, tmp_path):
+    """A fake host: the doubles' environment, a lease folder and chip locks of its own."""
+    for var in FAKE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TWINS_LEASE_DIR", str(tmp_path / "leases"))
+    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
+    monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("TWINS_FAKE_NPUS", "2")
+    return tmp_path
+
+
+class Holder:
+    """One lease_holder process: a task that leases a chip."""
+
+    def __init__(self, purpose: str, chips: str, *extra: str) -> None:
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.doubles.lease_holder", purpose, chips, *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+
+    def leased(self, timeout: float = 30.0) -> int | None:
+        """The chip once the holder prints LEASED; None if it has not within ``timeout``."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline()
+        assert line.startswith("LEASED "), (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        return int(line.split()[1])
+
+    def release(self) -> str:
+        out, err = self.proc.communicate("\n", timeout=60)
+        assert self.proc.returncode == 0, err
+        return err
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=30)
+
+
+def test_two_tasks_get_different_chips_and_a_third_waits_for_a_release(host):
+    first, second = Holder("bs 1", "0,1"), None
+    try:
+        chip_a = first.leased()
+        second = Holder("bs 4", "0,1")
+        chip_b = second.leased()
+        assert {chip_a, chip_b} == {0, 1}
+        third = Holder("bs 8", "0,1")
+        assert third.leased(timeout=1.5) is None  # both chips are leased: it waits
+        log_b = second.release()
+        assert third.leased() == chip_b  # the released chip, and only once it was released
+        assert f"Leased NPU {chip_b} for bs 4" in log_b and f"Released NPU {chip_b} (bs 4)" in log_b
+        log_c = third.release()
+        assert "Waiting for a free NPU of [0, 1] for bs 8" in log_c and "leased by bs 1 (pid" in log_c
+    finally:
+        for holder in (first, second):
+            if holder is not None and holder.proc.poll() is None:
+                holder.release()
+
+
+def test_a_killed_holder_frees_its_chip(host, caplog):
+    holder = Holder("doomed", "1")
+    assert holder.leased() == 1
+    holder.kill()  # a worker crash: no code of ours runs, the kernel drops the lock
+    caplog.set_level(logging.INFO, logger="twins_tasks.devices")
+    with lease_chip([1], purpose="next", wait_s=5, poll_s=0.05) as chip:
+        assert chip == 1
+    assert "Leased NPU 1 for next (waited 0 s)" in caplog.text
+
+
+def test_a_busy_chip_is_skipped_and_waited_for(host, monkeypatch, tmp_path):
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3")
+    monkeypatch.setenv("FAKE_NPU_AICORE", "90,0")  # chip 0 runs someone else's job
+    backend.env["FAKE_NPU_AICORE"] = "90,0"
+    with lease_chip([0, 1], purpose="bs 1", read_devices=backend.npu_devices, wait_s=5, poll_s=0.05) as chip:
+        assert chip == 1
+    sequence = tmp_path / "aicore.txt"
+    sequence.write_text("90,90\n90,90\n2,90\n")
+    backend.env["FAKE_NPU_AICORE_FILE"] = str(sequence)
+    with lease_chip([0, 1], purpose="bs 4", read_devices=backend.npu_devices, wait_s=30, poll_s=0.05) as chip:
+        assert chip == 0
+    assert len(read_log(host / "calls.jsonl", "npu-smi")) == 1 + 3  # one npu-smi call per round, not per chip
+
+
+def test_a_chip_that_stays_busy_or_leased_fails_naming_why(host, monkeypatch):
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3")
+    backend.env["FAKE_NPU_AICORE"] = "0,75"
+    with lease_chip([0], purpose="bs 1", wait_s=5, poll_s=0.05):
+        with pytest.raises(ToolError) as err:
+            with lease_chip([0, 1], purpose="bs 4", read_devices=backend.npu_devices, wait_s=0.3, poll_s=0.05):
+                pass
+    message = str(err.value)
+    assert "no NPU of [0, 1] became free for bs 4 within 0.3 s" in message
+    assert "NPU 0: leased by bs 1 (pid" in message and "NPU 1: busy outside our leases (device 1" in message
+    assert "AICore 75%" in message and "need AICore <= 5%" in message
+    with lease_chip([0], purpose="again", wait_s=1, idle=IdlePolicy(aicore_max=80), read_devices=backend.npu_devices):
+        pass  # released on exit, and the threshold is the caller's
+
+
+def test_a_lease_is_released_when_the_block_raises(host):
+    with pytest.raises(RuntimeError, match="boom"):
+        with lease_chip([0], purpose="fails", wait_s=1):
+            raise RuntimeError("boom")
+    with lease_chip([0], purpose="after", wait_s=1) as chip:
+        assert chip == 0
+
+
+def test_list_chips_and_device_ids(host, monkeypatch):
+    monkeypatch.setenv("TWINS_FAKE_NPUS", "4")
+    backend = AscendBackend(cann_env=str(SET_ENV))
+    assert backend.list_chips() == [0, 1, 2, 3] == list_chips(backend.npu_devices())
+    assert resolve_device_ids("auto", backend.list_chips) == [0, 1, 2, 3]
+    assert resolve_device_ids([2, 0], backend.list_chips) == [2, 0]
+    for bad, match in (([], "non-empty list"), ("0,1", "must be 'auto' or"), (["0"], "'0' is not"), ([1, 1], "twice")):
+        with pytest.raises(InputError, match=match):
+            resolve_device_ids(bad, backend.list_chips)
+    with pytest.raises(ToolError, match="shows no NPU chip"):
+        resolve_device_ids("auto", lambda: [])
+
+
+def test_leased_tasks_never_share_a_chip_and_the_doubles_would_notice(host, monkeypatch):
+    """Four inference tasks on two chips, through leases: no clash. Without leases, the doubles catch one."""
+    monkeypatch.setenv("FAKE_AIS_BATCH_SECONDS", "0.3")
+    inputs = host / "bin_path"
+    make_inputs(inputs, 3)
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3", idle_wait_s=0)
+    artifact = backend.compile(make_model(host / "m.onnx"), 1, host / "compiled").artifact
+    holders = [Holder(f"bs{i}", "0,1", "--infer", artifact, str(inputs), str(host / "out")) for i in range(4)]
+    for holder in holders:
+        holder.release()
+    events = read_log(host / "calls.jsonl", "events")
+    assert not [e for e in events if e["event"] == "clash"]
+    assert {e["device"] for e in events if e["event"] == "holds"} == {0, 1}
+    for device in (0, 1):  # on each chip, one holder after another: held, released, held, released ...
+        spans = sorted(
+            (e["at"], e["event"]) for e in events if e["event"] in ("holds", "releases") and e["device"] == device
+        )
+        sequence = [event for _, event in spans]
+        assert sequence == ["holds", "releases"] * (len(sequence) // 2) and sequence
+    # The control: two inferences forced onto chip 0 at once collide, and the double says so.
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ais_bench", "--model", artifact, "--input", str(inputs), "--device", "0"],
+            env={**os.environ, "PYTHONPATH": str(SET_ENV.parent), "FAKE_AIS_SLEEP": "3"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60)[0] for p in started]
+    assert sorted(p.returncode for p in started) == [0, 1]
+    assert "fake NPU device 0 is already in use by pid" in "".join(outputs)

@@ -1,0 +1,181 @@
+"""NPU chips of this host: which there are, and a lease that gives one task one chip at a time.
+
+Several batch sizes run at once on a host with several chips; two of them on one chip would disturb each
+other's numbers (and the recipe asks for an idle device). A lease is an exclusive ``fcntl.flock`` on a
+host-local file per chip (``$TWINS_LEASE_DIR``, default ``/tmp/twins-npu-leases``): the kernel drops it when
+the holder's file is closed, so a worker that crashes or is killed frees its chip at once, and no chip is
+lost to a stale lock file. A chip that another program is using (AICore above the idle threshold in
+``npu-smi info``) is skipped as well.
+
+Usage (the Airflow operators, or any script)::
+
+    with lease_chip(candidates, purpose="bs 8 infer+perf", read_devices=backend.npu_devices) as chip:
+        on_chip = backend.with_device(chip)
+        on_chip.infer(...)
+        on_chip.perf(...)
+
+The lease directory must be on a local file system (``flock`` is host-local by design: chips are too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from .backends.ascend.npu_smi import IdlePolicy, NpuDevice, find_device
+from .errors import InputError, ToolError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_DIR = "/tmp/twins-npu-leases"
+# How often a waiting lease says where it stands in the log.
+PROGRESS_EVERY_S = 30.0
+
+
+def lease_dir() -> Path:
+    """Where the lease files live: ``$TWINS_LEASE_DIR`` or ``/tmp/twins-npu-leases``."""
+    return Path(os.environ.get("TWINS_LEASE_DIR") or DEFAULT_LEASE_DIR)
+
+
+def list_chips(devices: Sequence[NpuDevice]) -> list[int]:
+    """Every chip's logical device id (what ``ais_bench --device`` takes), in ``npu-smi info`` order."""
+    return list(dict.fromkeys(dev.device_id for dev in devices))
+
+
+def resolve_device_ids(device_ids: str | Sequence[int], chips: Callable[[], list[int]]) -> list[int]:
+    """``auto`` = every chip ``chips()`` reports (``npu-smi info``); else the given ids, checked.
+
+    :param device_ids: ``"auto"`` or a list of logical device ids (ints; strings are the caller's to convert).
+    :param chips: reads the host's chips, e.g. ``AscendBackend.list_chips``.
+    """
+    if device_ids == "auto":
+        found = chips()
+        if not found:
+            raise ToolError("device_ids=auto but npu-smi info shows no NPU chip on this host")
+        return found
+    if isinstance(device_ids, str) or not device_ids:
+        raise InputError(f"device_ids={device_ids!r} must be 'auto' or a non-empty list of device ids, e.g. [0, 1]")
+    ids = list(device_ids)
+    for chip in ids:
+        if isinstance(chip, bool) or not isinstance(chip, int) or chip < 0:
+            raise InputError(f"device_ids={ids!r}: {chip!r} is not a non-negative integer device id")
+    if len(set(ids)) != len(ids):
+        raise InputError(f"device_ids={ids!r} names a chip twice")
+    return ids
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lease, from what the holder wrote into its lock file."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        info = json.loads(text)
+        return f"{info['purpose']} (pid {info['pid']} on {info['host']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another task"
+
+
+def _open_lock(folder: Path, chip: int) -> int:
+    # 0o666 and an open folder: the workers of one host may run as different users.
+    return os.open(folder / f"npu{chip}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+
+
+def _make_folder(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # someone else's folder: theirs to open up
+        os.chmod(folder, 0o1777)
+
+
+@contextlib.contextmanager
+def lease_chip(
+    candidates: Sequence[int],
+    *,
+    purpose: str,
+    read_devices: Callable[[], Sequence[NpuDevice]] | None = None,
+    idle: IdlePolicy | None = None,
+    wait_s: float = 3600.0,
+    poll_s: float = 5.0,
+    folder: str | os.PathLike | None = None,
+) -> Iterator[int]:
+    """Hold one of ``candidates`` for the block: a chip no other lease on this host holds, and idle.
+
+    Tries the candidates in order; waits (``poll_s``) while all are leased or busy, saying which and why in
+    the log; a :class:`ToolError` naming each chip's holder or load after ``wait_s``.
+
+    :param candidates: logical device ids to choose from (see :func:`resolve_device_ids`).
+    :param purpose: what the chip is for, e.g. ``"run 42 bs 8 infer+perf"``: logged, and shown to waiters.
+    :param read_devices: reads ``npu-smi info`` (e.g. ``AscendBackend.npu_devices``); None skips the idle
+        check (only other leases keep a chip busy then).
+    :param idle: when a chip counts as idle (default: AICore <= 5%).
+    :param folder: lease directory (default :func:`lease_dir`).
+    :returns: the leased chip's logical device id (a context manager yielding it).
+    """
+    chips = resolve_device_ids(list(candidates), lambda: [])
+    policy = idle or IdlePolicy()
+    where = Path(folder) if folder is not None else lease_dir()
+    _make_folder(where)
+    start = time.monotonic()
+    deadline = start + wait_s
+    next_log = start
+    while True:
+        why_not: dict[int, str] = {}
+        devices: Sequence[NpuDevice] | None = None
+        for chip in chips:
+            fd = _open_lock(where, chip)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                why_not[chip] = f"leased by {_holder(fd)}"
+                os.close(fd)
+                continue
+            if read_devices is not None:
+                if devices is None:
+                    devices = read_devices()  # once per round: one npu-smi call covers every chip
+                dev = find_device(devices, chip)
+                if not policy.is_idle(dev):
+                    why_not[chip] = f"busy outside our leases ({dev.status()}; need {policy.limits()})"
+                    os.close(fd)  # closing drops the lock
+                    continue
+            try:
+                yield from _held(fd, chip, purpose, waited=time.monotonic() - start)
+            finally:
+                os.close(fd)
+            return
+        now = time.monotonic()
+        states = "; ".join(f"NPU {chip}: {why}" for chip, why in why_not.items())
+        if now >= deadline:
+            raise ToolError(
+                f"no NPU of {chips} became free for {purpose} within {wait_s:g} s ({states}): wait for those "
+                "tasks, add chips to device_ids, or raise the lease wait"
+            )
+        if now >= next_log:
+            log.info("Waiting for a free NPU of %s for %s: %s; %.0f s left", chips, purpose, states, deadline - now)
+            next_log = now + PROGRESS_EVERY_S
+        time.sleep(max(0.0, min(poll_s, deadline - now)))
+
+
+def _held(fd: int, chip: int, purpose: str, *, waited: float) -> Iterator[int]:
+    """The body of a lease: say who holds it (for waiters and the log), yield, clear on release."""
+    info = {
+        "purpose": purpose,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    log.info("Leased NPU %d for %s (waited %.0f s)", chip, purpose, waited)
+    held_from = time.monotonic()
+    try:
+        yield chip
+    finally:
+        # Cleared while still locked: after the unlock the file may already be the next holder's.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        log.info("Released NPU %d (%s) after %.0f s", chip, purpose, time.monotonic() - held_from)
