@@ -166,12 +166,12 @@ def create_app(
         )
         return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
 
-    def page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    def page(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
         base = str(request.scope.get("root_path") or "")
         html = env.get_template(template).render(
             base=base, airflow_root=_airflow_root(request), qs=urlencode, **context
         )
-        return HTMLResponse(html)
+        return HTMLResponse(html, status_code=status_code)
 
     def store() -> ResultsStore:
         try:
@@ -231,7 +231,7 @@ def create_app(
             raise HTTPException(400, detail=str(exc)) from exc
         if data is None:
             # Opened from a DAG run that recorded nothing (another DAG, or the run failed before `record`).
-            return page(request, "no_run.html", run_key=run_key, dag_id=dag_id, nav="run")
+            return page(request, "no_run.html", status_code=404, run_key=run_key, dag_id=dag_id, nav="run")
         chart = {
             "kind": "run",
             "rows": data["perf"]["rows"],
