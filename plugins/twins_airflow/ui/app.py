@@ -47,6 +47,9 @@ CSP = (
     "style-src 'self' 'unsafe-inline'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
 )
 STORE_TTL_S = 30.0
+# The history table lists this many newest runs; the charts show every point asked for (a 1,000-row table is
+# slow to render and to read).
+HISTORY_TABLE_ROWS = 100
 
 
 def results_url_from_airflow() -> str:
@@ -252,7 +255,7 @@ def create_app(
     ) -> HTMLResponse:
         data = views.history(store(), config_key, limit=limit)
         chart = {"kind": "history", **data}
-        return page(request, "history.html", data=data, chart=chart, nav="history")
+        return page(request, "history.html", data=data, chart=chart, nav="history", table_rows=HISTORY_TABLE_ROWS)
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare_page(request: Request, _user: UserDep, a: str = "", b: str = "") -> HTMLResponse:
