@@ -570,3 +570,29 @@ def test_dag_run_view_opens_this_runs_results(page: Any, airflow_ui: AirflowUI) 
     assert frame.locator("#perf-row-run td").all_inner_texts() == [_cell(b["throughput"]) for b in stored["batches"]]  # type: ignore[index]
     assert _painted_pixels(frame, "chart") > 1000
     _shot(page, "dag_run")
+
+
+def test_task_log_links_find_each_batch_sizes_mapped_instance(page: Any, airflow_ui: AirflowUI) -> None:
+    """The map index of a batch size is not in the results database: the page asks Airflow's REST API which
+    instance rendered which batch_size. Nothing has run here (no scheduler), so Airflow's answer for the perf
+    task is stood in for, in the shape of GET .../taskInstances/{task_id}/listMapped; compile and infer get
+    the real server's answer (no expanded instances) and keep pointing at the mapped list."""
+    run_id = airflow_ui.dag_run_id
+    answered: list[str] = []
+
+    def perf_instances(route: Any) -> None:
+        answered.append(route.request.url)
+        instances = [{"map_index": i, "rendered_fields": {"batch_size": bs}} for i, bs in enumerate([8, 1, 4])]
+        route.fulfill(json={"task_instances": instances, "total_entries": 3})
+
+    page.route("**/taskInstances/per_batch_size.perf/listMapped*", perf_instances)
+    path = "/plugin/twins-results/twins-results/run?" + urlencode({"run_key": run_id})
+    frame = _in_ui(page, airflow_ui, path, "#batch-table")
+    perf_bs4 = frame.locator('a.task-log[data-task-id="per_batch_size.perf"][data-batch-size="4"]')
+    perf_bs4.and_(frame.locator("[data-map-index]")).wait_for(timeout=10_000)
+    assert answered and f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/" in answered[0]
+    assert perf_bs4.get_attribute("href") == f"/dags/{DAG_ID}/runs/{run_id}/tasks/per_batch_size.perf/mapped/2"
+    bs8 = frame.locator('a.task-log[data-task-id="per_batch_size.perf"][data-batch-size="8"]')
+    assert bs8.get_attribute("href").endswith("/mapped/0")
+    compile_bs4 = frame.locator('a.task-log[data-task-id="per_batch_size.compile"][data-batch-size="4"]')
+    assert compile_bs4.get_attribute("href").endswith("/tasks/per_batch_size.compile/mapped")

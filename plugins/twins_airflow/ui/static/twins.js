@@ -124,7 +124,8 @@
             if (bs === undefined || bs === null) return;
             var selector = 'a.task-log[data-task-id="' + CSS.escape(taskId) + '"][data-batch-size="' + CSS.escape(String(bs)) + '"]';
             document.querySelectorAll(selector).forEach(function (a) {
-              a.href = a.href.replace(/\/mapped$/, "/mapped/" + encodeURIComponent(String(ti.map_index)));
+              var href = a.getAttribute("href").replace(/\/mapped$/, "/mapped/" + encodeURIComponent(String(ti.map_index)));
+              a.setAttribute("href", href);
               a.setAttribute("data-map-index", String(ti.map_index));
             });
           });
