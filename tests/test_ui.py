@@ -274,6 +274,41 @@ def test_pages_escape_user_text_and_forbid_inline_script(client) -> None:
     assert "<" not in embedded and json.loads(embedded)["run_key"] == XSS_KEY
 
 
+def test_fields_other_versions_of_the_store_add_are_shown(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial run with failed batch sizes, repeated perf rounds and skipped images (columns a newer store
+    adds) renders, with the extra numbers on the page."""
+    original = ResultsStore.get_run
+
+    def newer_store(self: ResultsStore, run_key: str) -> dict[str, Any] | None:
+        run = original(self, run_key)
+        if run is None:
+            return None
+        run.update(
+            status="partial",
+            num_skipped=2,
+            skipped_images=["val/n01/broken <1>.JPEG", "val/n02/empty.JPEG"],
+            regression_details=["bs4 throughput: 10.60 -> 6.50 img/s (drop +38.7%, allowed 10.0%)"],
+        )
+        run["batches"][0].update(
+            status="failed", error="atc exited 1: E10001 <bad input>", throughput=None, device="npu:1"
+        )
+        run["batches"][1].update(perf_rounds=5, throughput_min=10.1, throughput_max=10.9, throughput_cv=0.031)
+        return run
+
+    monkeypatch.setattr(ResultsStore, "get_run", newer_store)
+    page = client.get("/run", params={"run_key": NIGHTLY[2]})
+    assert page.status_code == 200, page.text[:500]
+    text = page.text
+    assert 'class="status s-partial" id="run-status">partial<' in text
+    assert "2 skipped" in text and "val/n01/broken &lt;1&gt;.JPEG" in text
+    assert "drop +38.7%, allowed 10.0%" in text
+    assert "atc exited 1: E10001 &lt;bad input&gt;" in text and "npu:1" in text
+    assert "10.1–10.9 (3.1%, 5 rounds)" in text
+    detail = client.get("/api/run", params={"run_key": NIGHTLY[2]}).json()
+    assert detail["run"]["status"] == "partial" and detail["batches"][0]["error"].startswith("atc exited 1")
+    assert detail["perf"]["rows"][0]["ratio"] is None and detail["perf"]["best_batch_size"] == 8
+
+
 def test_static_files_are_a_fixed_list(client) -> None:
     assert client.get("/static/chart.umd.min.js").text.startswith("/*!\n * Chart.js v4")
     assert "MIT License" in client.get("/static/chart.js-LICENSE.md").text
@@ -430,13 +465,20 @@ def test_json_through_the_api_server_is_the_database(airflow_ui: AirflowUI) -> N
 
 
 @pytest.fixture(scope="module")
-def browser(airflow_ui: AirflowUI) -> Iterator[Any]:
+def chromium_ready() -> None:
+    """Checked before the api-server starts, so a machine without a browser skips at once."""
     if not os.access(CHROMIUM, os.X_OK):
         _unavailable(f"{CHROMIUM} is not installed: run scripts/browser.sh (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
-        _unavailable("playwright is not installed: pip install the project's test extra")
+        _unavailable("playwright is not installed: pip install the project's test extra (playwright)")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_ready: None, airflow_ui: AirflowUI) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         try:
             chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
