@@ -7,7 +7,7 @@ then requests each page from the plugin's FastAPI app in-process (the Airflow lo
 user: a JWT check costs well under a millisecond). Server time is the app's own ``Server-Timing`` header
 (routing, queries, templates); the median of ``--repeat`` requests after two warm-ups must be <= the target.
 
-    .venv/bin/python benchmarks/bench_ui.py [--runs 1000] [--repeat 15] [--target-ms 300]
+    .venv/bin/python benchmarks/bench_ui.py [--runs 1000] [--repeat 15] [--target-ms 300] [--url EMPTY_DB_URL]
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per page (after two warm-ups)")
     parser.add_argument("--target-ms", type=float, default=300.0)
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="an EMPTY results database to fill (e.g. PostgreSQL); default a temporary SQLite file",
+    )
     args = parser.parse_args()
 
     import logging
@@ -102,13 +107,15 @@ def main() -> int:
     from twins_airflow.ui.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="bench_ui_") as tmp:
-        store = ResultsStore(f"sqlite:///{Path(tmp) / 'twins_results.db'}")
+        store = ResultsStore(args.url or f"sqlite:///{Path(tmp) / 'twins_results.db'}")
+        if store.count_rows()[0]:
+            print(f"{store.describe()} is not empty: give an empty database to fill", file=sys.stderr)
+            return 2
         started = time.perf_counter()
         fill(store, args.runs)
+        filled_s = time.perf_counter() - started
         runs, batches = store.count_rows()
-        print(
-            f"results database: {runs} runs, {batches} batch results (filled in {time.perf_counter() - started:.1f} s)"
-        )
+        print(f"results database {store.describe()}: {runs} runs, {batches} batch results (filled in {filled_s:.1f} s)")
         newest = views_newest(store)
         client = TestClient(create_app(store.url, user_dependency=lambda: {"username": "bench"}))
         pages: list[tuple[str, str, dict[str, str | int], bool]] = [

@@ -484,7 +484,7 @@ def browser(chromium_ready: None, airflow_ui: AirflowUI) -> Iterator[Any]:
             chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         except Exception as exc:  # any launch failure means: no browser here
             _unavailable(f"chromium at {CHROMIUM} does not start under playwright: {exc}")
-        context = chromium.new_context(viewport={"width": 1440, "height": 1000})
+        context = chromium.new_context(viewport={"width": 1440, "height": 1500})
         # The UI keeps its JWT in the _token cookie; pages in its iframes send it like any same-origin request.
         context.add_cookies([{"name": "_token", "value": airflow_ui.token, "url": airflow_ui.url}])
         yield context
