@@ -330,6 +330,24 @@ def test_every_route_needs_a_login(store: ResultsStore) -> None:
         assert response.status_code == 401 and response.json() == {"detail": "Not authenticated"}, path
 
 
+def test_results_database_is_the_connection_else_sqlite_in_airflow_home(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twins_airflow.ui.app import StoreCache, results_url_from_airflow
+
+    monkeypatch.delenv("AIRFLOW_CONN_TWINS_RESULTS", raising=False)
+    assert results_url_from_airflow() == f"sqlite:///{airflow_db / 'twins_results.db'}"
+    monkeypatch.setenv("AIRFLOW_CONN_TWINS_RESULTS", "postgresql://user:secret@db.example:5432/results")
+    # Airflow renders it as postgres://, which ResultsStore maps to an installed driver.
+    assert results_url_from_airflow() == "postgres://user:secret@db.example:5432/results"
+
+    urls = iter(["sqlite:///:memory:", "sqlite:///:memory:", "sqlite://"])
+    cache = StoreCache(lambda: next(urls), ttl=0.0)  # looked up on every call
+    first = cache.get()
+    assert cache.get() is first  # same URL: same store (engine and pool kept)
+    assert cache.get() is not first  # the Connection changed
+
+
 # --- a real api-server ---------------------------------------------------------------------------------------
 
 
