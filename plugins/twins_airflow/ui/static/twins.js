@@ -1,0 +1,170 @@
+/* Twins results: charts (Chart.js, vendored) and small enhancements. Data comes from the page's
+ * <script type="application/json" id="chart-data"> element, never from HTML strings. */
+(function () {
+  "use strict";
+  var body = document.body;
+  var airflowRoot = body.getAttribute("data-airflow-root") || "";
+  var COLORS = ["#3182ce", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#319795", "#718096", "#b7791f"];
+
+  function readData() {
+    var el = document.getElementById("chart-data");
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  function shortTime(iso) {
+    return iso ? iso.slice(0, 16).replace("T", " ") : "";
+  }
+
+  function baseOptions(yTitle) {
+    return {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: false, // drawn at once: screenshots and tests see the final picture
+      interaction: { mode: "nearest", intersect: false },
+      scales: { y: { beginAtZero: true, title: { display: true, text: yTitle } } },
+      plugins: { legend: { position: "bottom" } }
+    };
+  }
+
+  function markChart(canvas, chart) {
+    canvas.setAttribute("data-drawn", "true");
+    canvas.chart = chart;
+  }
+
+  function runChart(data) {
+    var canvas = document.getElementById("chart");
+    if (!canvas) return;
+    var labels = data.rows.map(function (r) { return "bs" + r.batch_size; });
+    var sets = [{ label: data.label, data: data.rows.map(function (r) { return r.throughput; }), backgroundColor: COLORS[0] }];
+    if (data.baseline_label !== "none") {
+      sets.push({ label: data.baseline_label, data: data.rows.map(function (r) { return r.baseline; }), backgroundColor: "#a0aec0" });
+    }
+    markChart(canvas, new Chart(canvas, { type: "bar", data: { labels: labels, datasets: sets }, options: baseOptions("img/s") }));
+    linkMappedTasks(data);
+  }
+
+  function historyChart(data) {
+    var canvas = document.getElementById("chart");
+    if (!canvas) return;
+    var labels = data.points.map(function (p) { return shortTime(p.recorded_at); });
+    var radius = data.points.map(function (p) { return p.regressed || p.reference ? 6 : 2; });
+    var fill = function (color) {
+      return data.points.map(function (p) { return p.regressed ? "#c53030" : p.reference ? "#1a365d" : color; });
+    };
+    var sets = data.batch_sizes.map(function (bs, i) {
+      var color = COLORS[i % COLORS.length];
+      return {
+        label: "bs" + bs,
+        data: data.points.map(function (p) { var v = p.throughput[String(bs)]; return v === undefined ? null : v; }),
+        borderColor: color, backgroundColor: color, pointBackgroundColor: fill(color), pointRadius: radius,
+        spanGaps: true, tension: 0
+      };
+    });
+    var tooltip = {
+      callbacks: {
+        afterBody: function (items) {
+          var p = data.points[items[0].dataIndex];
+          var notes = [p.run_key];
+          if (p.regressed) notes.push("regression check failed");
+          if (p.reference) notes.push("reference run");
+          return notes;
+        }
+      }
+    };
+    var options = baseOptions("img/s");
+    options.plugins.tooltip = tooltip;
+    markChart(canvas, new Chart(canvas, { type: "line", data: { labels: labels, datasets: sets }, options: options }));
+    var top1Canvas = document.getElementById("chart-top1");
+    if (top1Canvas) {
+      var top1Options = baseOptions("top-1 %");
+      top1Options.scales.y.beginAtZero = false;
+      top1Options.plugins.tooltip = tooltip;
+      markChart(top1Canvas, new Chart(top1Canvas, {
+        type: "line",
+        data: { labels: labels, datasets: [{
+          label: "top-1 %", data: data.points.map(function (p) { return p.top1; }),
+          borderColor: "#38a169", backgroundColor: "#38a169", pointBackgroundColor: fill("#38a169"), pointRadius: radius, spanGaps: true
+        }] },
+        options: top1Options
+      }));
+    }
+  }
+
+  function compareChart(data) {
+    var canvas = document.getElementById("chart");
+    if (!canvas) return;
+    markChart(canvas, new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: data.batch_sizes.map(function (bs) { return "bs" + bs; }),
+        datasets: [
+          { label: "A " + data.a, data: data.throughput_a, backgroundColor: "#a0aec0" },
+          { label: "B " + data.b, data: data.throughput_b, backgroundColor: COLORS[0] }
+        ]
+      },
+      options: baseOptions("img/s")
+    }));
+  }
+
+  /* Each batch size ran as one instance of the mapped tasks; its map index is the position in the run's
+   * (unsorted) batch-size list, which the results database does not keep. Ask Airflow's REST API (same origin,
+   * same login cookie) which instance rendered which batch_size, and point the links at it. Left as the
+   * mapped-task list when that is not possible (no permission, run deleted). */
+  function linkMappedTasks(data) {
+    if (!data.dag_id) return;
+    data.batch_tasks.forEach(function (taskId) {
+      var url = airflowRoot + "/api/v2/dags/" + encodeURIComponent(data.dag_id) + "/dagRuns/" +
+        encodeURIComponent(data.run_key) + "/taskInstances/" + encodeURIComponent(taskId) + "/listMapped?limit=1000";
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (payload) {
+          if (!payload || !payload.task_instances) return;
+          payload.task_instances.forEach(function (ti) {
+            var bs = ti.rendered_fields && ti.rendered_fields.batch_size;
+            if (bs === undefined || bs === null) return;
+            var selector = 'a.task-log[data-task-id="' + CSS.escape(taskId) + '"][data-batch-size="' + CSS.escape(String(bs)) + '"]';
+            document.querySelectorAll(selector).forEach(function (a) {
+              var href = a.getAttribute("href").replace(/\/mapped$/, "/mapped/" + encodeURIComponent(String(ti.map_index)));
+              a.setAttribute("href", href);
+              a.setAttribute("data-map-index", String(ti.map_index));
+            });
+          });
+        })
+        .catch(function () { /* keep the list links */ });
+    });
+  }
+
+  function compareFromRuns() {
+    var form = document.getElementById("compare-form");
+    if (!form) return;
+    var button = document.getElementById("compare-button");
+    var picks = [];
+    form.addEventListener("change", function (event) {
+      var box = event.target;
+      if (!box.classList || !box.classList.contains("pick")) return;
+      picks = picks.filter(function (p) { return p !== box; });
+      if (box.checked) picks.push(box);
+      while (picks.length > 2) { picks.shift().checked = false; }
+      button.disabled = picks.length !== 2;
+      if (picks.length === 2) {
+        // The list is newest first: the lower row is the older run, A.
+        var rows = Array.prototype.slice.call(form.querySelectorAll("input.pick"));
+        var sorted = picks.slice().sort(function (x, y) { return rows.indexOf(y) - rows.indexOf(x); });
+        document.getElementById("compare-a").value = sorted[0].value;
+        document.getElementById("compare-b").value = sorted[1].value;
+      }
+    });
+  }
+
+  function start() {
+    compareFromRuns();
+    var data = readData();
+    if (!data || typeof Chart === "undefined") return;
+    if (data.kind === "run") runChart(data);
+    else if (data.kind === "history") historyChart(data);
+    else if (data.kind === "compare") compareChart(data);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

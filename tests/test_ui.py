@@ -1,0 +1,658 @@
+"""The "Twins results" Airflow UI plugin: queries, the app in-process, then a real api-server in a real browser.
+
+The browser tests start ``airflow api-server`` (SQLite metadata DB migrated in the session's AIRFLOW_HOME,
+SimpleAuthManager user admin, the repo's plugins folder) on a free port with a seeded results database,
+log in with ``POST /auth/token`` and hand the token to Debian's chromium the way the UI keeps it (the
+``_token`` cookie). Screenshots of each page land in ``var/screenshots/``. Without chromium (run
+``scripts/browser.sh``), playwright or a working api-server they skip with the reason; in CI they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from twins_tasks import results_views as views
+from twins_tasks.report import BASELINE_PRESETS, perf_table
+from twins_tasks.store import ResultsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = os.environ.get("TWINS_CHROMIUM", "/usr/bin/chromium")
+DAG_ID = "twins_svt_l_validation"
+SOURCE = f"airflow:{DAG_ID}"
+# A CLI run name may be any text: it must show up as text, never run as script.
+XSS_KEY = "<script>window.__xss = 1</script><img src=x onerror=window.__xss=2>cli"
+NIGHTLY = [f"scheduled__2026-11-0{d}T02:00:00+00:00" for d in range(1, 6)]
+ORT_CONFIG = "cfg0ort0cpu00001"
+ASCEND_CONFIG = "cfg0ascend310p01"
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally; fail in CI (CI=true, or TWINS_REQUIRE_SERVICES=1 as scripts/test.sh sets it there)."""
+    if os.environ.get("CI") == "true" or os.environ.get("TWINS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (CI requires it: scripts/browser.sh installs chromium)")
+    pytest.skip(reason)
+
+
+# --- seeded results ----------------------------------------------------------------------------------------
+
+
+def _run(run_key: str, config_key: str, **extra: Any) -> dict[str, Any]:
+    run = {
+        "run_key": run_key,
+        "source": SOURCE,
+        "config_key": config_key,
+        "config": {"synthetic_data": True, "batch_sizes": [1, 4, 8], "backend": "onnxruntime"},
+        "model_name": "twins_svt_large",
+        "weights": "random-init seed=0",
+        "random_init": True,
+        "onnx_sha256": "ab" * 32,
+        "opset": 17,
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "dataset_path": "/data/sample/val",
+        "dataset_fingerprint": "f" * 64,
+        "num_images": 32,
+        "versions": {"onnxruntime": "1.31.1", "torch": "2.14.1"},
+        "status": "success",
+        "started_at": "2026-11-01T02:00:00+00:00",
+        "finished_at": "2026-11-01T02:05:00+00:00",
+    }
+    run.update(extra)
+    return run
+
+
+def _batches(throughputs: dict[int, float], top1: float = 12.5) -> list[dict[str, Any]]:
+    return [
+        {
+            "batch_size": bs,
+            "throughput": t,
+            "latency_min_ms": 1000.0 * bs / t * 0.9,
+            "latency_median_ms": 1000.0 * bs / t,
+            "latency_p99_ms": 1000.0 * bs / t * 1.2,
+            "top1": top1,
+            "top5": 50.0,
+            "num_images": 32,
+            "num_missing": 0,
+            "agreement_top1": 100.0,
+            "agreement_max_abs_diff": 3.5e-6,
+            "compile_seconds": 4.25,
+        }
+        for bs, t in throughputs.items()
+    ]
+
+
+def seed(store: ResultsStore) -> None:
+    """Five nightly ONNX Runtime runs (the third regressed), one Ascend CLI run whose name is markup."""
+    regression = ["first", "passed", "failed", "passed", "passed"]
+    for i, key in enumerate(NIGHTLY):
+        drop = 0.6 if i == 2 else 1.0  # the third night lost 40% throughput
+        store.record_run(
+            _run(key, ORT_CONFIG, started_at=f"2026-11-0{i + 1}T02:00:00+00:00"),
+            _batches({1: 9.5 * drop + i * 0.1, 4: 10.5 * drop + i * 0.1, 8: 10.6 * drop + i * 0.1}, top1=12.5 + i),
+        )
+        store.set_regression_status(key, regression[i])
+    store.record_run(
+        _run(
+            XSS_KEY,
+            ASCEND_CONFIG,
+            source="cli",
+            backend="ascend",
+            device="npu:0",
+            soc_version="Ascend310P3",
+            random_init=False,
+            weights="checkpoint /ckpt/alt_gvt_large.pth sha256=" + "c" * 64,
+            checkpoint_sha256="c" * 64,
+            dataset_path="/data/imagenet/<b>val</b>",
+            config={"synthetic_data": False, "batch_sizes": [1, 4]},
+            versions={"cann": "8.0.RC1", "torch": "2.14.1"},
+        ),
+        _batches({1: 131.0, 4: 140.2}, top1=81.2),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ResultsStore:
+    results = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    seed(results)
+    return results
+
+
+# --- queries (twins_tasks.results_views) -------------------------------------------------------------------
+
+
+def test_runs_newest_first_with_labels_and_config_filter(store: ResultsStore) -> None:
+    data = views.list_runs(store)
+    assert [r["run_key"] for r in data["runs"]] == [XSS_KEY, *reversed(NIGHTLY)]
+    assert data["total"] == 6
+    cli, latest = data["runs"][0], data["runs"][1]
+    assert (cli["source"], cli["dag_id"], cli["weights"], cli["synthetic_data"]) == (
+        "cli",
+        None,
+        "checkpoint cccccccccccc",
+        False,
+    )
+    assert (latest["dag_id"], latest["weights"], latest["synthetic_data"], latest["dataset"]) == (
+        DAG_ID,
+        "random weights",
+        True,
+        "val",
+    )
+    assert latest["best_batch_size"] == 8 and latest["best_throughput"] == pytest.approx(11.0)
+    assert {c["config_key"]: c["runs"] for c in data["configs"]} == {ORT_CONFIG: 5, ASCEND_CONFIG: 1}
+
+    only = views.list_runs(store, config_key=ASCEND_CONFIG)
+    assert [r["run_key"] for r in only["runs"]] == [XSS_KEY] and only["total"] == 1
+    page = views.list_runs(store, limit=2, offset=2)
+    assert [r["run_key"] for r in page["runs"]] == [NIGHTLY[3], NIGHTLY[2]]
+
+
+def test_run_detail_is_the_reports_table(store: ResultsStore) -> None:
+    data = views.run_detail(store, NIGHTLY[4])
+    assert data is not None
+    perf = data["perf"]
+    gpu = BASELINE_PRESETS["recipe-gpu"]  # the default baseline off Ascend
+    assert perf["baseline_label"] == "recipe-gpu"
+    assert [(r["batch_size"], r["baseline"]) for r in perf["rows"]] == [(1, gpu[1]), (4, gpu[4]), (8, gpu[8])]
+    for row, batch in zip(perf["rows"], store.get_run(NIGHTLY[4])["batches"], strict=True):
+        assert row["throughput"] == batch["throughput"]
+        assert row["ratio"] == pytest.approx(batch["throughput"] / gpu[row["batch_size"]])
+    throughput = {r["batch_size"]: r["throughput"] for r in perf["rows"]}
+    assert perf["markdown"] == perf_table(
+        throughput, label="onnxruntime (cpu)", baseline=gpu, baseline_label="recipe-gpu"
+    )
+    assert perf["best_batch_size"] == 8
+
+    ascend = views.run_detail(store, XSS_KEY)
+    assert ascend is not None and ascend["perf"]["baseline_label"] == "recipe-310p"
+    against_run = views.run_detail(store, XSS_KEY, baseline=NIGHTLY[0])
+    assert against_run is not None and against_run["perf"]["rows"][0]["baseline"] == pytest.approx(9.5)
+    assert views.run_detail(store, XSS_KEY, baseline="none")["perf"]["rows"][0]["ratio"] is None  # type: ignore[index]
+    assert views.run_detail(store, "no such run") is None
+
+
+def test_unknown_baseline_says_what_to_use(store: ResultsStore) -> None:
+    from twins_tasks.errors import InputError
+
+    with pytest.raises(InputError, match="neither a preset .*recipe-gpu.*nor a run id"):
+        views.run_detail(store, NIGHTLY[0], baseline="last-tuesday")
+
+
+def test_history_oldest_first_marks_regression_and_reference(store: ResultsStore) -> None:
+    data = views.history(store, ORT_CONFIG)
+    assert [p["run_key"] for p in data["points"]] == NIGHTLY
+    assert data["batch_sizes"] == [1, 4, 8]
+    assert [p["regressed"] for p in data["points"]] == [False, False, True, False, False]
+    # The reference is what the next run would be compared with: the store's own choice.
+    assert data["reference_run_key"] == store.last_successful(ORT_CONFIG)["run_key"] == NIGHTLY[4]  # type: ignore[index]
+    assert [p["reference"] for p in data["points"]] == [False, False, False, False, True]
+    assert data["points"][2]["throughput"]["4"] == pytest.approx(10.5 * 0.6 + 0.2)
+    assert [p["top1"] for p in data["points"]] == [12.5, 13.5, 14.5, 15.5, 16.5]
+    assert [p["run_key"] for p in views.history(store, ORT_CONFIG, limit=2)["points"]] == NIGHTLY[3:]
+
+
+def test_compare_shows_differences(store: ResultsStore) -> None:
+    data = views.compare_runs(store, NIGHTLY[1], NIGHTLY[2])
+    assert data is not None and not data["missing"] and data["same_config"]
+    bs4 = next(b for b in data["batches"] if b["batch_size"] == 4)
+    throughput = next(m for m in bs4["metrics"] if m["metric"] == "throughput")
+    assert throughput["diff"] == pytest.approx((10.5 * 0.6 + 0.2) - (10.5 + 0.1))
+    assert throughput["pct"] == pytest.approx(100 * throughput["diff"] / (10.5 + 0.1))
+    assert throughput["improved"] is False
+    latency = next(m for m in bs4["metrics"] if m["metric"] == "latency_median_ms")
+    assert latency["improved"] is False  # higher latency is worse
+
+    other = views.compare_runs(store, NIGHTLY[0], XSS_KEY)
+    assert other is not None and not other["same_config"]
+    fields = {f["name"]: f for f in other["fields"]}
+    assert fields["backend"]["differs"] and fields["backend"]["b"] == "ascend"
+    assert {v["name"] for v in other["versions"] if v["differs"]} == {"cann", "onnxruntime"}
+    only_a = next(b for b in other["batches"] if b["batch_size"] == 8)
+    assert (only_a["in_a"], only_a["in_b"]) == (True, False)
+    assert views.compare_runs(store, NIGHTLY[0], "gone")["missing"] == ["gone"]  # type: ignore[index]
+
+
+# --- the app in-process (auth replaced) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(store: ResultsStore):
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    return TestClient(create_app(store.url, user_dependency=lambda: {"username": "test"}))
+
+
+def test_json_endpoints(client, store: ResultsStore) -> None:
+    runs = client.get("/api/runs", params={"config_key": ORT_CONFIG, "limit": 2}).json()
+    assert [r["run_key"] for r in runs["runs"]] == [NIGHTLY[4], NIGHTLY[3]] and runs["total"] == 5
+    run = client.get("/api/run", params={"run_key": XSS_KEY, "baseline": "1:100,4:100"}).json()
+    assert run["run"]["run_key"] == XSS_KEY
+    assert [r["ratio"] for r in run["perf"]["rows"]] == pytest.approx([1.31, 1.402])
+    history = client.get("/api/history", params={"config_key": ORT_CONFIG}).json()
+    assert len(history["points"]) == 5
+    compare = client.get("/api/compare", params={"a": NIGHTLY[0], "b": NIGHTLY[1]}).json()
+    assert compare["a"]["run_key"] == NIGHTLY[0]
+    missing = client.get("/api/run", params={"run_key": "nope"})
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    bad = client.get("/api/run", params={"run_key": XSS_KEY, "baseline": "yesterday"})
+    assert bad.status_code == 400 and "preset" in bad.json()["detail"]
+    assert client.get("/api/runs", params={"limit": 0}).status_code == 422
+
+
+def test_pages_escape_user_text_and_forbid_inline_script(client) -> None:
+    for path, params in [
+        ("/", {}),
+        ("/run", {"run_key": XSS_KEY}),
+        ("/history", {"config_key": ASCEND_CONFIG}),
+        ("/compare", {"a": NIGHTLY[0], "b": XSS_KEY}),
+        ("/run", {"run_key": "<b>absent</b>", "dag_id": "<i>x</i>"}),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code in (200, 404), (path, response.text[:500])
+        assert "<script>window.__xss" not in response.text and "<img src=x" not in response.text
+        assert "<b>absent" not in response.text and "<b>val" not in response.text
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    page = client.get("/run", params={"run_key": XSS_KEY}).text
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
+    # Chart data is JSON inside a non-executed script element, with markup characters escaped.
+    embedded = page.split('<script type="application/json" id="chart-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in embedded and json.loads(embedded)["run_key"] == XSS_KEY
+
+
+def test_fields_other_versions_of_the_store_add_are_shown(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial run with failed batch sizes, repeated perf rounds and skipped images (columns a newer store
+    adds) renders, with the extra numbers on the page."""
+    original = ResultsStore.get_run
+
+    def newer_store(self: ResultsStore, run_key: str) -> dict[str, Any] | None:
+        run = original(self, run_key)
+        if run is None:
+            return None
+        run.update(
+            status="partial",
+            num_skipped=2,
+            skipped_images=["val/n01/broken <1>.JPEG", "val/n02/empty.JPEG"],
+            regression_details=["bs4 throughput: 10.60 -> 6.50 img/s (drop +38.7%, allowed 10.0%)"],
+        )
+        run["batches"][0].update(
+            status="failed", error="atc exited 1: E10001 <bad input>", throughput=None, device="npu:1"
+        )
+        run["batches"][1].update(perf_rounds=5, throughput_min=10.1, throughput_max=10.9, throughput_cv=0.031)
+        return run
+
+    monkeypatch.setattr(ResultsStore, "get_run", newer_store)
+    page = client.get("/run", params={"run_key": NIGHTLY[2]})
+    assert page.status_code == 200, page.text[:500]
+    text = page.text
+    assert 'class="status s-partial" id="run-status">partial<' in text
+    assert "2 skipped" in text and "val/n01/broken &lt;1&gt;.JPEG" in text
+    assert "drop +38.7%, allowed 10.0%" in text
+    assert "atc exited 1: E10001 &lt;bad input&gt;" in text and "npu:1" in text
+    assert "10.1–10.9 (3.1%, 5 rounds)" in text
+    detail = client.get("/api/run", params={"run_key": NIGHTLY[2]}).json()
+    assert detail["run"]["status"] == "partial" and detail["batches"][0]["error"].startswith("atc exited 1")
+    assert detail["perf"]["rows"][0]["ratio"] is None and detail["perf"]["best_batch_size"] == 8
+
+
+def test_static_files_are_a_fixed_list(client) -> None:
+    assert client.get("/static/chart.umd.min.js").text.startswith("/*!\n * Chart.js v4")
+    assert "MIT License" in client.get("/static/chart.js-LICENSE.md").text
+    assert client.get("/static/app.py").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+
+
+def test_every_route_needs_a_login(store: ResultsStore) -> None:
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    anonymous = TestClient(create_app(store.url))
+    for path in ["/", "/run?run_key=x", "/history?config_key=x", "/compare", "/static/twins.js"]:
+        response = anonymous.get(path)
+        assert response.status_code == 401 and "Log in to Airflow" in response.text, path
+    for path in ["/api/runs", "/api/run?run_key=x", "/api/history?config_key=x", "/api/compare?a=x&b=y"]:
+        response = anonymous.get(path)
+        assert response.status_code == 401 and response.json() == {"detail": "Not authenticated"}, path
+
+
+def test_results_database_is_the_connection_else_sqlite_in_airflow_home(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twins_airflow.ui.app import StoreCache, results_url_from_airflow
+
+    monkeypatch.delenv("AIRFLOW_CONN_TWINS_RESULTS", raising=False)
+    assert results_url_from_airflow() == f"sqlite:///{airflow_db / 'twins_results.db'}"
+    monkeypatch.setenv("AIRFLOW_CONN_TWINS_RESULTS", "postgresql://user:secret@db.example:5432/results")
+    # Airflow renders it as postgres://, which ResultsStore maps to an installed driver.
+    assert results_url_from_airflow() == "postgres://user:secret@db.example:5432/results"
+
+    urls = iter(["sqlite:///:memory:", "sqlite:///:memory:", "sqlite://"])
+    cache = StoreCache(lambda: next(urls), ttl=0.0)  # looked up on every call
+    first = cache.get()
+    assert cache.get() is first  # same URL: same store (engine and pool kept)
+    assert cache.get() is not first  # the Connection changed
+
+
+# --- a real api-server ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AirflowUI:
+    """A running api-server with the plugin: its URL, an admin token and a DAG run of the validation DAG."""
+
+    def __init__(self, url: str, token: str, store: ResultsStore, dag_run_id: str) -> None:
+        self.url = url
+        self.token = token
+        self.store = store
+        self.dag_run_id = dag_run_id
+
+    def get(self, path: str, *, auth: bool = True, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        import httpx
+
+        sent = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        return httpx.get(self.url + path, headers={**sent, **(headers or {})}, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
+    import httpx
+
+    work = tmp_path_factory.mktemp("ui")
+    results = ResultsStore(f"sqlite:///{work / 'twins_results.db'}")
+    seed(results)
+    password = uuid.uuid4().hex
+    (work / "passwords.json").write_text(json.dumps({"admin": password}))
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
+        "AIRFLOW_CONN_TWINS_RESULTS": results.url,
+        # This checkout's library and plugins first (the venv may hold another checkout's twins_tasks).
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    }
+    # The DAG must be in the metadata DB for a DAG run (and its page) to exist.
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    port = _free_port()
+    log_path = work / "api-server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its uvicorn worker dies with it (process-group kill below)
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                _unavailable(f"airflow api-server exited with {server.returncode}: {log_path.read_text()[-1500:]}")
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                _unavailable(f"airflow api-server did not answer on {url} within 90 s: {log_path.read_text()[-1500:]}")
+            time.sleep(0.5)
+        login = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+        assert login.status_code in (200, 201), login.text
+        token = login.json()["access_token"]
+        dag_run_id = f"manual__twins_ui_{uuid.uuid4().hex[:8]}"
+        trigger = httpx.post(
+            f"{url}/api/v2/dags/{DAG_ID}/dagRuns",
+            json={"dag_run_id": dag_run_id, "logical_date": None, "conf": {}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert trigger.status_code == 200, trigger.text
+        # What the DAG's record task writes for this run (no scheduler runs here: the run stays queued).
+        results.record_run(
+            _run(dag_run_id, ORT_CONFIG, started_at="2026-11-06T02:00:00+00:00"),
+            _batches({1: 9.9, 4: 11.1, 8: 11.3}, top1=17.0),
+        )
+        yield AirflowUI(url, token, results, dag_run_id)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def test_plugin_is_listed_with_nav_and_dag_run_views(airflow_ui: AirflowUI) -> None:
+    plugins = airflow_ui.get("/api/v2/plugins").json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "twins_results")
+    assert [a["url_prefix"] for a in ours["fastapi_apps"]] == ["/twins-results"]
+    views_by_destination = {v["destination"]: v for v in ours["external_views"]}
+    assert views_by_destination["nav"]["name"] == "Twins results"
+    assert "{RUN_ID}" in views_by_destination["dag_run"]["href"]
+
+
+def test_unauthenticated_and_forged_requests_are_refused(airflow_ui: AirflowUI) -> None:
+    for path in [
+        "/twins-results/",
+        "/twins-results/api/runs",
+        "/twins-results/api/run?run_key=x",
+        "/twins-results/static/twins.js",
+    ]:
+        assert airflow_ui.get(path, auth=False).status_code == 401, path
+        forged = airflow_ui.get(path, auth=False, headers={"Authorization": "Bearer not.a.jwt"})
+        assert forged.status_code == 403, path
+        assert airflow_ui.get(path, auth=False, cookies={"_token": "not.a.jwt"}).status_code in (401, 403), path
+
+
+def test_json_through_the_api_server_is_the_database(airflow_ui: AirflowUI) -> None:
+    response = airflow_ui.get("/twins-results/api/run", params={"run_key": airflow_ui.dag_run_id})
+    assert response.status_code == 200, response.text
+    stored = airflow_ui.store.get_run(airflow_ui.dag_run_id)
+    assert stored is not None
+    assert [b["throughput"] for b in response.json()["batches"]] == [b["throughput"] for b in stored["batches"]]
+    assert "app;dur=" in response.headers["server-timing"]
+
+
+# --- in a real browser ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium_ready() -> None:
+    """Checked before the api-server starts, so a machine without a browser skips at once."""
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} is not installed: run scripts/browser.sh (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("playwright is not installed: pip install the project's test extra (playwright)")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_ready: None, airflow_ui: AirflowUI) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        try:
+            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except Exception as exc:  # any launch failure means: no browser here
+            _unavailable(f"chromium at {CHROMIUM} does not start under playwright: {exc}")
+        context = chromium.new_context(viewport={"width": 1440, "height": 1500})
+        # The UI keeps its JWT in the _token cookie; pages in its iframes send it like any same-origin request.
+        context.add_cookies([{"name": "_token", "value": airflow_ui.token, "url": airflow_ui.url}])
+        yield context
+        context.close()
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    tab.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def _in_ui(page: Any, airflow_ui: AirflowUI, ui_path: str, wait_for: str) -> Any:
+    """Open an Airflow UI page and return the plugin's iframe once ``wait_for`` is in it."""
+    page.goto(airflow_ui.url + ui_path)
+    frame = page.frame_locator("iframe")
+    frame.locator(wait_for).first.wait_for(timeout=30_000)
+    return frame
+
+
+def _painted_pixels(frame: Any, canvas_id: str) -> int:
+    return frame.locator(f"#{canvas_id}").evaluate(
+        """c => {
+            if (c.getAttribute('data-drawn') !== 'true') return 0;
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;
+        }"""
+    )
+
+
+def _shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _cell(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def test_runs_page_in_the_airflow_nav(page: Any, airflow_ui: AirflowUI) -> None:
+    frame = _in_ui(page, airflow_ui, "/plugin/twins-results", "table#runs tbody tr")
+    rows = frame.locator("table#runs tbody tr")
+    expected = views.list_runs(airflow_ui.store)["runs"]
+    assert rows.count() == len(expected) == 7
+    for i, run in enumerate(expected):
+        row = rows.nth(i)
+        assert row.get_attribute("data-run-key") == run["run_key"]
+        cells = row.locator("td").all_inner_texts()
+        assert cells[2] == run["run_key"] and cells[4] == run["backend"]
+        assert cells[12] == _cell(run["best_throughput"]) and cells[13] == _cell(run["top1"])
+    # The markup run name is shown as text and did not run.
+    assert frame.locator("a.run-link", has_text="<script>window.__xss = 1</script>").count() == 1
+    assert page.frames[1].evaluate("window.__xss") is None
+    newest = rows.nth(0).inner_text()  # the DAG run recorded by the fixture
+    assert "random weights" in newest and "generated" in newest and f"DAG run {DAG_ID}" in newest
+    _shot(page, "runs")
+
+
+def test_run_page_numbers_chart_and_links(page: Any, airflow_ui: AirflowUI) -> None:
+    path = "/plugin/twins-results/twins-results/run?" + urlencode({"run_key": NIGHTLY[2]})
+    frame = _in_ui(page, airflow_ui, path, "#perf-table")
+    stored = airflow_ui.store.get_run(NIGHTLY[2])
+    assert stored is not None
+    gpu = BASELINE_PRESETS["recipe-gpu"]
+    run_row = frame.locator("#perf-row-run td").all_inner_texts()
+    assert run_row == [_cell(b["throughput"]) for b in stored["batches"]]
+    assert frame.locator("#perf-row-baseline td").all_inner_texts() == [
+        _cell(gpu[b["batch_size"]]) for b in stored["batches"]
+    ]
+    ratios = [_cell(b["throughput"] / gpu[b["batch_size"]], ".2f") for b in stored["batches"]]
+    assert frame.locator("#perf-row-ratio td").all_inner_texts() == ratios
+    assert "Best batch size: 8" in frame.locator("#best-batch-size").inner_text()
+    bs4 = frame.locator('#batch-table tr[data-batch-size="4"]')
+    b4 = stored["batches"][1]
+    assert bs4.locator('[data-field="latency_p99_ms"]').inner_text() == _cell(b4["latency_p99_ms"], ".2f")
+    assert bs4.locator('[data-field="top1"]').inner_text() == _cell(b4["top1"], ".2f")
+    assert frame.locator("#regression-status").inner_text() == "failed"
+    assert _painted_pixels(frame, "chart") > 1000
+    href = frame.locator("#airflow-run-link").get_attribute("href")
+    assert href == f"/dags/{DAG_ID}/runs/{quote(NIGHTLY[2], safe='')}"
+    logs = frame.locator('a.task-log[data-task-id="per_batch_size.perf"][data-batch-size="4"]').get_attribute("href")
+    assert logs.startswith(f"/dags/{DAG_ID}/runs/") and "/tasks/per_batch_size.perf/mapped" in logs
+    _shot(page, "run")
+
+
+def test_history_page_chart_with_regression_and_reference(page: Any, airflow_ui: AirflowUI) -> None:
+    path = "/plugin/twins-results/twins-results/history?" + urlencode({"config_key": ORT_CONFIG})
+    frame = _in_ui(page, airflow_ui, path, "#history-table")
+    data = views.history(airflow_ui.store, ORT_CONFIG)
+    assert frame.locator("#history-table tbody tr").count() == len(data["points"]) == 6
+    regressed = frame.locator("#history-table tbody tr.regressed")
+    assert regressed.count() == 1 and regressed.get_attribute("data-run-key") == NIGHTLY[2]
+    reference = frame.locator("#history-table tbody tr.reference")
+    assert reference.get_attribute("data-run-key") == data["reference_run_key"]
+    assert _painted_pixels(frame, "chart") > 1000 and _painted_pixels(frame, "chart-top1") > 500
+    points = frame.locator("#chart").evaluate("c => c.chart.data.datasets.map(d => d.data.length)")
+    assert points == [6, 6, 6]
+    _shot(page, "history")
+
+
+def test_compare_page(page: Any, airflow_ui: AirflowUI) -> None:
+    path = "/plugin/twins-results/twins-results/compare?" + urlencode({"a": NIGHTLY[1], "b": NIGHTLY[2]})
+    frame = _in_ui(page, airflow_ui, path, "#compare-batches")
+    row = frame.locator('#compare-batches tr[data-batch-size="4"][data-metric="throughput"]')
+    a = airflow_ui.store.get_run(NIGHTLY[1])["batches"][1]["throughput"]  # type: ignore[index]
+    b = airflow_ui.store.get_run(NIGHTLY[2])["batches"][1]["throughput"]  # type: ignore[index]
+    cells = row.locator("td").all_inner_texts()
+    assert cells[2:] == [format(a, ".4g"), format(b, ".4g"), format(b - a, "+.4g"), f"{100 * (b - a) / a:+.1f}%"]
+    assert "worse" in (row.get_attribute("class") or "")
+    assert _painted_pixels(frame, "chart") > 1000
+    _shot(page, "compare")
+
+
+def test_dag_run_view_opens_this_runs_results(page: Any, airflow_ui: AirflowUI) -> None:
+    run_id = airflow_ui.dag_run_id
+    ui_path = f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/twins-run-results"
+    frame = _in_ui(page, airflow_ui, ui_path, "#perf-table")
+    assert frame.locator("#run-key").inner_text() == run_id
+    stored = airflow_ui.store.get_run(run_id)
+    assert frame.locator("#perf-row-run td").all_inner_texts() == [_cell(b["throughput"]) for b in stored["batches"]]  # type: ignore[index]
+    assert _painted_pixels(frame, "chart") > 1000
+    _shot(page, "dag_run")
+
+
+def test_task_log_links_find_each_batch_sizes_mapped_instance(page: Any, airflow_ui: AirflowUI) -> None:
+    """The map index of a batch size is not in the results database: the page asks Airflow's REST API which
+    instance rendered which batch_size. Nothing has run here (no scheduler), so Airflow's answer for the perf
+    task is stood in for, in the shape of GET .../taskInstances/{task_id}/listMapped; compile and infer get
+    the real server's answer (no expanded instances) and keep pointing at the mapped list."""
+    run_id = airflow_ui.dag_run_id
+    answered: list[str] = []
+
+    def perf_instances(route: Any) -> None:
+        answered.append(route.request.url)
+        instances = [{"map_index": i, "rendered_fields": {"batch_size": bs}} for i, bs in enumerate([8, 1, 4])]
+        route.fulfill(json={"task_instances": instances, "total_entries": 3})
+
+    page.route("**/taskInstances/per_batch_size.perf/listMapped*", perf_instances)
+    path = "/plugin/twins-results/twins-results/run?" + urlencode({"run_key": run_id})
+    frame = _in_ui(page, airflow_ui, path, "#batch-table")
+    perf_bs4 = frame.locator('a.task-log[data-task-id="per_batch_size.perf"][data-batch-size="4"]')
+    perf_bs4.and_(frame.locator("[data-map-index]")).wait_for(timeout=10_000)
+    assert answered and f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/" in answered[0]
+    assert perf_bs4.get_attribute("href") == f"/dags/{DAG_ID}/runs/{run_id}/tasks/per_batch_size.perf/mapped/2"
+    bs8 = frame.locator('a.task-log[data-task-id="per_batch_size.perf"][data-batch-size="8"]')
+    assert bs8.get_attribute("href").endswith("/mapped/0")
+    compile_bs4 = frame.locator('a.task-log[data-task-id="per_batch_size.compile"][data-batch-size="4"]')
+    assert compile_bs4.get_attribute("href").endswith("/tasks/per_batch_size.compile/mapped")

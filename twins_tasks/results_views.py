@@ -1,0 +1,384 @@
+"""Read-only views of the results database for people: run list, one run, history of a configuration, compare.
+
+Used by the "Twins results" Airflow UI plugin (``plugins/twins_airflow/ui``) and usable without Airflow. All
+queries go through SQLAlchemy's ORM on the models of :mod:`twins_tasks.store`; the recipe's table comes from
+:mod:`twins_tasks.report`. Every function returns plain JSON-ready dicts (datetimes as ISO strings, UTC).
+
+Columns that newer versions of the store add (a run's ``skipped_images``/``num_skipped``/``regression_details``,
+a batch row's ``status``/``error``/``device``/``perf_rounds``/``throughput_min``/``throughput_max``/
+``throughput_cv``) are passed through when the model has them, so the pages can show them without a change here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from .errors import InputError
+from .report import BASELINE_PRESETS, best_batch_size, parse_baseline_numbers, perf_table
+from .store import BATCH_FIELDS, RUN_FIELDS, BatchResult, ResultsStore, ValidationRun
+
+# The numbers shown per batch size in the compare view, with the direction that is better.
+COMPARED_METRICS: dict[str, str] = {
+    "throughput": "higher",
+    "latency_min_ms": "lower",
+    "latency_median_ms": "lower",
+    "latency_p99_ms": "lower",
+    "top1": "higher",
+    "top5": "higher",
+    "num_missing": "lower",
+    "agreement_top1": "higher",
+    "agreement_max_abs_diff": "lower",
+    "compile_seconds": "lower",
+}
+# Run-level fields shown side by side in the compare view.
+COMPARED_RUN_FIELDS = (
+    "source",
+    "status",
+    "regression_status",
+    "backend",
+    "device",
+    "soc_version",
+    "model_name",
+    "weights",
+    "onnx_sha256",
+    "opset",
+    "dataset_path",
+    "dataset_fingerprint",
+    "num_images",
+    "config_key",
+)
+MAX_PAGE = 500
+MAX_HISTORY = 1000
+
+
+def iso(value: Any) -> str | None:
+    """A datetime as ISO 8601 in UTC. SQLite gives naive datetimes back; the store writes them in UTC."""
+    if not isinstance(value, dt.datetime):
+        return None if value is None else str(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def dag_id_of(source: str | None) -> str | None:
+    """``"airflow:<dag_id>"`` -> the DAG id; a CLI run has none."""
+    if source and source.startswith("airflow:"):
+        return source.split(":", 1)[1] or None
+    return None
+
+
+def weights_label(run: Mapping[str, Any]) -> str:
+    """What a person needs to tell weights apart: the checkpoint hash, or that the weights were random."""
+    if run.get("random_init"):
+        return "random weights"
+    sha = run.get("checkpoint_sha256")
+    return f"checkpoint {sha[:12]}" if sha else str(run.get("weights") or "?")
+
+
+def dataset_label(run: Mapping[str, Any]) -> str:
+    path = str(run.get("dataset_path") or "")
+    name = os.path.basename(path.rstrip("/\\")) or path or "?"
+    return name
+
+
+def first_top1(batches: Sequence[Mapping[str, Any]]) -> float | None:
+    """Top-1 of a run: every batch size scores the same images, so the first scored one stands for all."""
+    return next((b["top1"] for b in sorted(batches, key=lambda b: b["batch_size"]) if b.get("top1") is not None), None)
+
+
+def _run_dict(row: ValidationRun) -> dict[str, Any]:
+    data = {name: getattr(row, name) for name in ["id", *RUN_FIELDS, "recorded_at"]}
+    data["batches"] = [{name: getattr(b, name) for name in BATCH_FIELDS} for b in row.batches]
+    return data
+
+
+def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
+    """One line of the runs list."""
+    batches = run.get("batches") or []
+    throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
+    best = best_batch_size(throughput)
+    config = run.get("config") or {}
+    return {
+        "run_key": run["run_key"],
+        "source": run.get("source"),
+        "dag_id": dag_id_of(run.get("source")),
+        "recorded_at": iso(run.get("recorded_at")),
+        "started_at": iso(run.get("started_at")),
+        "finished_at": iso(run.get("finished_at")),
+        "backend": run.get("backend"),
+        "device": run.get("device"),
+        "soc_version": run.get("soc_version"),
+        "weights": weights_label(run),
+        "random_init": bool(run.get("random_init")),
+        "checkpoint_sha256": run.get("checkpoint_sha256"),
+        "dataset": dataset_label(run),
+        "dataset_path": run.get("dataset_path"),
+        "synthetic_data": bool(config.get("synthetic_data")),
+        "num_images": run.get("num_images"),
+        "num_skipped": run.get("num_skipped"),
+        "status": run.get("status"),
+        "regression_status": run.get("regression_status"),
+        "config_key": run.get("config_key"),
+        "batch_sizes": sorted(throughput),
+        "best_batch_size": best,
+        "best_throughput": throughput[best] if best is not None else None,
+        "top1": first_top1(batches),
+    }
+
+
+def list_runs(
+    store: ResultsStore, *, config_key: str | None = None, limit: int = 50, offset: int = 0
+) -> dict[str, Any]:
+    """Runs, newest first (optionally of one configuration), one page; plus the configurations to filter by."""
+    limit = max(1, min(int(limit), MAX_PAGE))
+    offset = max(0, int(offset))
+    query = select(ValidationRun).options(selectinload(ValidationRun.batches))
+    count = select(func.count()).select_from(ValidationRun)
+    if config_key:
+        query = query.where(ValidationRun.config_key == config_key)
+        count = count.where(ValidationRun.config_key == config_key)
+    query = query.order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc()).limit(limit).offset(offset)
+    with Session(store.engine) as session:
+        rows = session.scalars(query).all()
+        total = session.scalar(count) or 0
+        runs = [summarize(_run_dict(r)) for r in rows]
+        configs = list_configs(session)
+    return {
+        "runs": runs,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "config_key": config_key,
+        "configs": configs,
+    }
+
+
+def list_configs(session: Session) -> list[dict[str, Any]]:
+    """Every configuration with its number of runs and a label (backend, SoC, weights) from its latest run."""
+    latest = (
+        select(
+            ValidationRun.config_key,
+            func.count(ValidationRun.id).label("runs"),
+            func.max(ValidationRun.id).label("latest_id"),
+        )
+        .group_by(ValidationRun.config_key)
+        .subquery()
+    )
+    query = select(
+        latest.c.config_key,
+        latest.c.runs,
+        ValidationRun.backend,
+        ValidationRun.soc_version,
+        ValidationRun.random_init,
+        ValidationRun.checkpoint_sha256,
+        ValidationRun.recorded_at,
+    ).join(ValidationRun, ValidationRun.id == latest.c.latest_id)
+    configs = []
+    for key, runs, backend, soc, random_init, sha, recorded in session.execute(query):
+        weights = weights_label({"random_init": random_init, "checkpoint_sha256": sha})
+        label = " · ".join(str(p) for p in (backend, soc, weights) if p)
+        configs.append({"config_key": key, "runs": runs, "label": label, "latest": iso(recorded)})
+    configs.sort(key=lambda c: c["latest"] or "", reverse=True)  # ISO strings in UTC sort like the times
+    return configs
+
+
+def default_baseline(run: Mapping[str, Any]) -> str:
+    """The recipe's published numbers for the device the run used: 310P on Ascend, else the recipe's GPU."""
+    return "recipe-310p" if run.get("backend") == "ascend" else "recipe-gpu"
+
+
+def resolve_baseline(
+    store: ResultsStore, run: Mapping[str, Any], spec: str | None
+) -> tuple[str, dict[int, float] | None]:
+    """(label, img/s per batch size) for a baseline given as a preset, numbers, a run id, or "none"."""
+    spec = (spec or "").strip() or default_baseline(run)
+    if spec.lower() == "none":
+        return "none", None
+    numbers = parse_baseline_numbers(spec)
+    if numbers is not None:
+        return spec if spec in BASELINE_PRESETS else "baseline", numbers
+    other = store.get_run(spec)
+    if other is None:
+        raise InputError(
+            f"baseline {spec!r} is neither a preset ({', '.join(BASELINE_PRESETS)}), numbers like '1:62,4:77', "
+            f"nor a run id in the results database: pick one of those"
+        )
+    return f"run {spec}", {b["batch_size"]: b["throughput"] for b in other["batches"] if b.get("throughput")}
+
+
+def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None) -> dict[str, Any] | None:
+    """One run in full, with the recipe's table (throughput, baseline, ratio, best batch size); None if absent."""
+    run = store.get_run(run_key)
+    if run is None:
+        return None
+    batches = sorted(run["batches"], key=lambda b: b["batch_size"])
+    throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
+    label, numbers = resolve_baseline(store, run, baseline)
+    best = best_batch_size(throughput)
+    rows = []
+    for b in batches:
+        bs = int(b["batch_size"])
+        base = numbers.get(bs) if numbers else None
+        rows.append(
+            {
+                "batch_size": bs,
+                "throughput": b.get("throughput"),
+                "baseline": base,
+                # Same ratio as the report's table: only when both numbers are there.
+                "ratio": b["throughput"] / base if b.get("throughput") and base else None,
+            }
+        )
+    device_label = f"{run.get('backend', '?')} ({run.get('device') or 'device ?'})"
+    return {
+        "run": _jsonable({k: v for k, v in run.items() if k != "batches"}),
+        "summary": summarize(run),
+        "batches": _jsonable(batches),
+        "perf": {
+            "label": device_label,
+            "baseline_label": label,
+            "baseline_choices": [*BASELINE_PRESETS, "none"],
+            "rows": rows,
+            "best_batch_size": best,
+            "best_throughput": throughput[best] if best is not None else None,
+            # The recipe's table exactly as the report prints it, for pasting into a ticket.
+            "markdown": perf_table(throughput, label=device_label, baseline=numbers, baseline_label=label),
+        },
+    }
+
+
+def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[str, Any]:
+    """The last ``limit`` runs of one configuration, oldest first: throughput per batch size and top-1 over time.
+
+    Marks runs whose regression check failed and the reference run (the one the next run is compared with).
+    """
+    limit = max(1, min(int(limit), MAX_HISTORY))
+    run_columns = [
+        ValidationRun.id,
+        ValidationRun.run_key,
+        ValidationRun.source,
+        ValidationRun.status,
+        ValidationRun.regression_status,
+        ValidationRun.recorded_at,
+    ]
+    batch_columns: list[Any] = [BatchResult.run_id, BatchResult.batch_size, BatchResult.throughput, BatchResult.top1]
+    if "status" in BATCH_FIELDS:  # a newer store marks failed batch sizes
+        batch_columns.append(BatchResult.__table__.c.status)
+    query = (
+        select(*run_columns)
+        .where(ValidationRun.config_key == config_key)
+        .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc())
+        .limit(limit)
+    )
+    with Session(store.engine) as session:
+        runs = list(reversed(session.execute(query).all()))
+        ids = [r.id for r in runs]
+        per_run: dict[int, list[Any]] = {i: [] for i in ids}
+        if ids:
+            for b in session.execute(select(*batch_columns).where(BatchResult.run_id.in_(ids))):
+                per_run[b.run_id].append(b)
+        total = session.scalar(select(func.count()).where(ValidationRun.config_key == config_key)) or 0
+        label = next((c["label"] for c in list_configs(session) if c["config_key"] == config_key), config_key)
+    reference = store.last_successful(config_key)
+    reference_key = reference["run_key"] if reference else None
+    sizes: set[int] = set()
+    points = []
+    for r in runs:
+        batches = per_run[r.id]
+        throughput = {int(b.batch_size): b.throughput for b in batches}
+        sizes.update(throughput)
+        scored = sorted((b for b in batches if b.top1 is not None), key=lambda b: b.batch_size)
+        points.append(
+            {
+                "run_key": r.run_key,
+                "dag_id": dag_id_of(r.source),
+                "recorded_at": iso(r.recorded_at),
+                "status": r.status,
+                "regression_status": r.regression_status,
+                "regressed": r.regression_status == "failed",
+                "reference": r.run_key == reference_key,
+                "throughput": {str(bs): t for bs, t in sorted(throughput.items())},
+                "top1": scored[0].top1 if scored else None,
+            }
+        )
+    return {
+        "config_key": config_key,
+        "label": label,
+        "total": total,
+        "limit": limit,
+        "batch_sizes": sorted(sizes),
+        "reference_run_key": reference_key,
+        "points": points,
+    }
+
+
+def _side_by_side(name: str, a: Any, b: Any) -> dict[str, Any]:
+    return {"name": name, "a": _jsonable(a), "b": _jsonable(b), "differs": a != b}
+
+
+def _delta(a: Any, b: Any) -> tuple[float | None, float | None]:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or isinstance(a, bool):
+        return None, None
+    diff = b - a
+    return diff, (100.0 * diff / a if a else None)
+
+
+def compare_runs(store: ResultsStore, run_a: str, run_b: str) -> dict[str, Any] | None:
+    """Two runs side by side (A = before, B = after): run fields, software versions, and per batch size
+    metrics with B − A and the percentage change. None when either run is absent (``missing`` says which)."""
+    a, b = store.get_run(run_a), store.get_run(run_b)
+    missing = [key for key, run in ((run_a, a), (run_b, b)) if run is None]
+    if a is None or b is None:
+        return {"missing": missing}
+    fields = [_side_by_side(name, a.get(name), b.get(name)) for name in COMPARED_RUN_FIELDS]
+    fields.append(_side_by_side("weights (short)", weights_label(a), weights_label(b)))
+    va, vb = a.get("versions") or {}, b.get("versions") or {}
+    versions = [_side_by_side(name, va.get(name), vb.get(name)) for name in sorted(set(va) | set(vb))]
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    config = [_side_by_side(name, ca.get(name), cb.get(name)) for name in sorted(set(ca) | set(cb))]
+    by_a = {int(x["batch_size"]): x for x in a["batches"]}
+    by_b = {int(x["batch_size"]): x for x in b["batches"]}
+    batches = []
+    for bs in sorted(set(by_a) | set(by_b)):
+        xa, xb = by_a.get(bs, {}), by_b.get(bs, {})
+        metrics = []
+        for metric, better in COMPARED_METRICS.items():
+            ma, mb = xa.get(metric), xb.get(metric)
+            diff, pct = _delta(ma, mb)
+            metrics.append(
+                {
+                    "metric": metric,
+                    "better": better,
+                    "a": ma,
+                    "b": mb,
+                    "diff": diff,
+                    "pct": pct,
+                    "improved": None if diff in (None, 0) else (diff > 0) == (better == "higher"),
+                }
+            )
+        batches.append({"batch_size": bs, "in_a": bs in by_a, "in_b": bs in by_b, "metrics": metrics})
+    return {
+        "missing": [],
+        "a": summarize(a),
+        "b": summarize(b),
+        "fields": fields,
+        "versions": versions,
+        "config": config,
+        "batches": batches,
+        "same_config": a.get("config_key") == b.get("config_key"),
+    }
