@@ -681,6 +681,20 @@ def prepare_inputs(
     return {**record, "synthetic_data": synthetic, "cached": False}
 
 
+SKIPPED_NAMES_CAP = 200  # names kept in a results-DB row: a broken copy of 50,000 images must not bloat it
+
+
+def skipped_fields(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The results-DB run fields for the images ``--skip-bad`` left out, from :func:`prepare_inputs`' record.
+
+    ``{"num_skipped": N, "skipped_images": ["<class>/<file>", ...]}`` (names capped at SKIPPED_NAMES_CAP;
+    the count is exact).
+    """
+    bad = inputs.get("bad") or []
+    names = [f"{Path(source).parent.name}/{Path(source).name}" for source, _reason in bad[:SKIPPED_NAMES_CAP]]
+    return {"num_skipped": len(bad), "skipped_images": names}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "preprocess",
