@@ -231,3 +231,40 @@ def _free_space(path: str | os.PathLike) -> str:
         return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free now"
     except OSError:
         return "free space unknown"
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
+    """Fail before any work when a FILE is to be written at ``path`` but a folder is there (or above it, a file).
+
+    Hours of compute must not end in "Is a directory" when the record is written.
+    """
+    from .errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is an existing folder, where a file is written: give a file path")
+    above = _first_existing(path.parent)
+    if not above.is_dir():
+        raise InputError(f"{flag} {path}: {above} is a file, not a folder: choose a path under a folder")
+
+
+def check_output_dir(path: str | os.PathLike | None, flag: str) -> None:
+    """Fail before any work when a FOLDER is to be written at ``path`` but a file is there (or above it)."""
+    from .errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    above = _first_existing(path)
+    if not above.is_dir():
+        if above == path:
+            raise InputError(f"{flag} {path} is a file, where a folder is written: give a folder (created if missing)")
+        raise InputError(f"{flag} {path}: {above} is a file, not a folder: give a folder (created if missing)")

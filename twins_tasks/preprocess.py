@@ -32,6 +32,7 @@ from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
 from .files import (
     atomic_path,
+    check_output_dir,
     no_space_is_input_error,
     sha256_json,
     tree_fingerprint,
@@ -478,8 +479,7 @@ def preprocess(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
     out = Path(bin_path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--bin_path {out} is a file: pass a folder (created if missing) for the .bin files")
+    check_output_dir(out, "--bin_path")
     classes, items = list_dataset(root_path, limit)
     label_scheme = class_labels(classes, root_path)[1]
     if label_scheme == POSITION:
