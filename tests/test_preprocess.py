@@ -445,3 +445,75 @@ def test_disk_full_from_the_cli_is_one_error_line(sample, small_disk, capsys):
     )
     err = capsys.readouterr().err
     assert "twins preprocess: error: no space left on" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ dataset walking
+
+
+def test_dangling_image_link_is_a_bad_image_and_does_not_crash_the_fingerprint(sample, tmp_path):
+    from twins_tasks.preprocess import prepare_inputs
+
+    root = _copy_sample(sample, tmp_path)
+    link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
+    link.symlink_to(tmp_path / "gone.JPEG")
+    with pytest.raises(InputError, match=rf"{link}: dangling symlink or symlink loop \(-> {tmp_path}/gone.JPEG\)"):
+        prepare_inputs(root, tmp_path / "cache", workers=1)
+    record = prepare_inputs(root, tmp_path / "cache", workers=1, skip_bad=True)
+    assert [source for source, _ in record["bad"]] == [str(link)]
+    assert record["num_images"] == 10
+
+
+def test_image_link_to_itself_is_a_bad_image(sample, tmp_path):
+    from twins_tasks.preprocess import prepare_inputs
+
+    root = _copy_sample(sample, tmp_path)
+    link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
+    link.symlink_to(link.name)  # a loop: the link points at itself
+    record = prepare_inputs(root, tmp_path / "cache", workers=1, skip_bad=True)
+    assert record["bad"][0][0] == str(link) and "symlink loop" in record["bad"][0][1]
+
+
+def test_folder_symlink_loop_is_refused_naming_the_link(sample, tmp_path):
+    from twins_tasks.preprocess import prepare_inputs
+
+    root = _copy_sample(sample, tmp_path)
+    loop = next(p for p in root.iterdir() if p.is_dir()) / "again"
+    loop.symlink_to("..")
+    for call in (
+        lambda: prepare_inputs(root, tmp_path / "cache", workers=1, skip_bad=True),
+        lambda: list_dataset(root),
+    ):
+        with pytest.raises(InputError, match=rf"symlink loop in .*: {loop} -> \.\. leads back to"):
+            call()
+
+
+def test_dangling_class_folder_link_is_refused(sample, tmp_path):
+    root = _copy_sample(sample, tmp_path)
+    (root / "n99999999").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InputError, match=r"1 class folder link\(s\) under .* are dangling or loop: n99999999 -> "):
+        list_dataset(root)
+
+
+@pytest.mark.parametrize("root", ["/", "/usr", "/proc"])
+def test_system_folders_are_refused_before_walking(root, tmp_path, monkeypatch):
+    from twins_tasks import files
+    from twins_tasks.preprocess import prepare_inputs
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("walked a system folder")
+
+    monkeypatch.setattr(files, "walk", no_walk)
+    with pytest.raises(InputError, match=rf"--root_path {root} is (the filesystem root|a system folder)"):
+        prepare_inputs(root, tmp_path / "cache")
+    with pytest.raises(InputError, match="not an ImageNet val folder"):
+        list_dataset(root)
+
+
+def test_folder_above_the_val_folder_is_refused(sample, tmp_path):
+    top = tmp_path / "imagenet"
+    shutil.copytree(sample, top / "val")
+    shutil.copytree(sample, top / "train")
+    with pytest.raises(
+        InputError, match=r"is not an ImageNet-layout val folder: none of its 2 sub-folder\(s\) \(train, val\)"
+    ):
+        list_dataset(top)

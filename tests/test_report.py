@@ -93,3 +93,62 @@ def test_regression_compare():
     assert suspects == [1]
     assert notes == ["bs8: no previous result to compare with"]
     assert Thresholds.from_mapping({"max_top1_drop": "2"}).max_top1_drop == 2.0
+
+
+def test_render_shows_skipped_images_failed_batch_sizes_and_perf_spread():
+    from twins_tasks.preprocess import skipped_fields
+
+    inputs = {"bad": [(f"/data/val/n01440764/img{i}.JPEG", "UnidentifiedImageError: x") for i in range(12)]}
+    fields = skipped_fields(inputs)
+    assert fields["num_skipped"] == 12 and fields["skipped_images"][0] == "n01440764/img0.JPEG"
+    run = {"run_key": "r", "backend": "onnxruntime", "status": "partial", "failed_batch_sizes": {"8": "ToolError: x"}}
+    batches = [
+        {
+            "batch_size": 1,
+            "status": "ok",
+            "throughput": 9.0,
+            "perf_rounds": 5,
+            "throughput_min": 8.5,
+            "throughput_max": 9.4,
+            "throughput_cv": 0.031,
+            "top1": 1.0,
+            "top5": 2.0,
+            "num_images": 20,
+            "num_missing": 0,
+        },
+        {"batch_size": 8, "status": "failed", "error": "ToolError: x"},
+    ]
+    text = render({**run, **fields}, batches)
+    assert "- SKIPPED (--skip-bad): 12 undecodable image(s), not counted in the accuracy: n01440764/img0.JPEG, " in text
+    assert "n01440764/img9.JPEG, ... and 2 more" in text
+    assert "- FAILED batch sizes (run partial): bs8: ToolError: x" in text
+    assert "| 1 | 5 | 9.0 | 8.5 | 9.4 | 3.1 |" in text
+    assert "| 8 | FAILED | | | | | |" in text
+    assert "SKIPPED" not in render(run, batches)
+
+
+def test_results_command_lists_skips_and_failed_batch_sizes(tmp_path, capsys):
+    from twins_tasks.cli import main
+    from twins_tasks.store import ResultsStore
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    ResultsStore(url).record_run(
+        {
+            "run_key": "r1",
+            "config_key": "c",
+            "model_name": "m",
+            "weights": "w",
+            "random_init": True,
+            "backend": "onnxruntime",
+            "status": "partial",
+            "num_skipped": 3,
+            "skipped_images": ["a/1.JPEG", "a/2.JPEG", "b/3.JPEG"],
+            "failed_batch_sizes": {"8": "boom"},
+        },
+        [{"batch_size": 1, "status": "ok", "throughput": 9.0, "top1": 1.0}, {"batch_size": 8, "status": "failed"}],
+    )
+    assert main(["results", "--url", url]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert (
+        "partial/-" in line and "best bs 1 9.0 img/s" in line and "failed bs 8" in line and "3 image(s) skipped" in line
+    )

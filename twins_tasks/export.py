@@ -26,7 +26,7 @@ import numpy as np
 from . import DEFAULT_MODEL, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .cache import discard_incomplete, load_record, require_record
 from .errors import CheckpointError, InputError, ParityError, ToolError
-from .files import atomic_dir, atomic_path, cached_sha256, sha256_json, write_json_atomic
+from .files import atomic_dir, atomic_path, cached_sha256, check_output_file, sha256_json, write_json_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -593,6 +593,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    check_output_file(args.output, "--output")
     record = export_onnx(
         args.output,
         model_name=args.model,

@@ -119,23 +119,62 @@ def cached_sha256(path: str | os.PathLike) -> str:
     return digest
 
 
+def walk(top: str | os.PathLike, *, skip_hidden: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top, followlinks=True)`` in sorted order that refuses a symlink loop instead of following it.
+
+    A link to a folder that encloses it (``val/n01/again -> ..``) would make a plain walk list the same files
+    over and over until paths grow too long. ``skip_hidden`` prunes folders whose name starts with a dot.
+    A dangling link, or a link to itself, is not a folder: it comes back among the file names.
+
+    :raises InputError: naming the link and where it points.
+    """
+    from .errors import InputError
+
+    for dirpath, dirnames, filenames in os.walk(str(top), followlinks=True):
+        if skip_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames.sort()
+        filenames.sort()
+        here = os.path.realpath(dirpath)
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if not os.path.islink(child):
+                continue
+            target = os.path.realpath(child)
+            if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+                raise InputError(
+                    f"symlink loop in {top}: {child} -> {os.readlink(child)} leads back to {target}, a folder "
+                    "that encloses it; remove or fix the link"
+                )
+        yield dirpath, dirnames, filenames
+
+
 def tree_fingerprint(root: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> str:
     """Fingerprint of a directory tree from relative paths, sizes and mtimes (like make/rsync).
 
-    Cheap enough to run every night on 50,000 images; a changed, added or removed file changes it.
+    Cheap enough to run every night on 50,000 images; a changed, added or removed file changes it. Folder
+    links are followed (as the preprocess step does); a dangling link is fingerprinted by where it points,
+    not stat'ed: it is the preprocess step's job to report it.
     """
     root = Path(root)
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    entries: list[tuple[str, Any, Any]] = []
+    for dirpath, _dirnames, filenames in walk(root):
+        for name in filenames:
             if name.startswith("."):
                 continue
             if suffixes and not name.lower().endswith(suffixes):
                 continue
             full = os.path.join(dirpath, name)
-            st = os.stat(full)
-            entries.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
+            rel = os.path.relpath(full, root)
+            try:
+                st = os.stat(full)
+            except OSError:  # dangling link, link loop, or removed meanwhile
+                try:
+                    entries.append((rel, "broken-link", os.readlink(full)))
+                except OSError:
+                    entries.append((rel, "missing", None))
+                continue
+            entries.append((rel, st.st_size, st.st_mtime_ns))
     return sha256_json(entries)
 
 
@@ -192,3 +231,40 @@ def _free_space(path: str | os.PathLike) -> str:
         return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free now"
     except OSError:
         return "free space unknown"
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
+    """Fail before any work when a FILE is to be written at ``path`` but a folder is there (or above it, a file).
+
+    Hours of compute must not end in "Is a directory" when the record is written.
+    """
+    from .errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is an existing folder, where a file is written: give a file path")
+    above = _first_existing(path.parent)
+    if not above.is_dir():
+        raise InputError(f"{flag} {path}: {above} is a file, not a folder: choose a path under a folder")
+
+
+def check_output_dir(path: str | os.PathLike | None, flag: str) -> None:
+    """Fail before any work when a FOLDER is to be written at ``path`` but a file is there (or above it)."""
+    from .errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    above = _first_existing(path)
+    if not above.is_dir():
+        if above == path:
+            raise InputError(f"{flag} {path} is a file, where a folder is written: give a folder (created if missing)")
+        raise InputError(f"{flag} {path}: {above} is a file, not a folder: give a folder (created if missing)")

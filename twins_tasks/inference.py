@@ -14,8 +14,25 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from .files import write_json_atomic
+from .files import check_output_dir, check_output_file, write_json_atomic
 from .layout import OUTPUT_FORMATS
+
+# The DAG's batch_sizes Param range (and pipeline.parse_batch_sizes'): bs 100000 would try to allocate 56 GiB.
+MIN_BATCH_SIZE, MAX_BATCH_SIZE = 1, 256
+
+
+def batch_size_arg(text: str) -> int:
+    """argparse ``type`` for ``--batchsize``: an integer from 1 to 256 (exit 2 with the reason otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_BATCH_SIZE <= value <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range: use {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE} (the DAG's batch_sizes range; "
+            f"one input is 602,112 bytes, so bs {value} needs {value * 602_112 / 2**30:.1f} GiB per batch)"
+        )
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_backend_arguments(c)
     c.add_argument("--model", required=True, help="ONNX model with a dynamic batch axis (from `twins pth2onnx`)")
-    c.add_argument("--batchsize", type=int, required=True, help="batch size the artifact is built for")
+    c.add_argument(
+        "--batchsize", type=batch_size_arg, required=True, help="batch size the artifact is built for (1-256)"
+    )
     c.add_argument("--output", required=True, help="folder for the artifact")
     c.add_argument("--name", default=None, help="artifact base name (default <model stem>_bs<N>, as atc --output)")
     c.add_argument("--json", dest="json_path", help="write the compile record as JSON here")
@@ -50,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one folder of .bin/.npy inputs, or comma-separated files (ais_bench reads a "
         "comma-separated list of folders as one folder per model input; this model has one)",
     )
-    i.add_argument("--batchsize", type=int, required=True, help="the artifact's batch size")
+    i.add_argument("--batchsize", type=batch_size_arg, required=True, help="the artifact's batch size (1-256)")
     i.add_argument("--output", "-o", default=None, help="result root folder")
     i.add_argument(
         "--output_dirname",
@@ -67,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _compile_main(args: argparse.Namespace) -> int:
     from .backends import backend_from_args
 
+    check_output_dir(args.output, "--output")
+    check_output_file(args.json_path, "--json")
     backend = backend_from_args(args)
     result = backend.compile(Path(args.model), args.batchsize, Path(args.output), name=args.name)
     print(
@@ -87,6 +108,8 @@ def _infer_main(args: argparse.Namespace) -> int:
             args._parser.error("--output_dirname requires --output (output_dirname is a sub-folder of output)")
         args._parser.error("--output is required: outputs go to <output>/<output_dirname>/")
     dirname = args.output_dirname or datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
+    check_output_dir(Path(args.output) / dirname, "--output/--output_dirname")
+    check_output_file(args.json_path, "--json")
     backend = backend_from_args(args)
     result = backend.infer(Path(args.model), args.input, args.batchsize, Path(args.output), dirname, outfmt=args.outfmt)
     compute = result.summary.get("NPU_compute_time", {})

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ToolError
-from .files import write_json_atomic
+from .files import check_output_file, write_json_atomic
+from .inference import batch_size_arg
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_backend_arguments(p)
     p.add_argument("--model", "-m", required=True, help="compiled artifact (from `twins compile`)")
-    p.add_argument("--batchsize", type=int, required=True)
+    p.add_argument("--batchsize", type=batch_size_arg, required=True, help="batch size (1-256)")
     p.add_argument("--loop", "-l", type=int, default=20)
     p.add_argument("--warmup_count", type=int, default=1)
     p.add_argument("--json", dest="json_path", help="write the numbers as JSON here")
@@ -142,6 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     from .backends import backend_from_args
 
+    check_output_file(args.json_path, "--json")
     backend = backend_from_args(args)
     result = backend.perf(Path(args.model), args.batchsize, loop=args.loop, warmup=args.warmup_count)
     for line in result.summary_lines():

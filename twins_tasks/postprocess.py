@@ -20,7 +20,7 @@ import numpy as np
 
 from . import NUM_CLASSES
 from .errors import InputError
-from .files import write_json_atomic
+from .files import check_output_file, write_json_atomic
 from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels, scheme_of
 from .layout import find_outputs, natural_key, read_output
 from .progress import Progress
@@ -304,6 +304,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     import sys
 
+    check_output_file(args.json_path, "--json")
     result = score(args.pred, args.input_path)
     for line in result.report_lines():
         print(line, flush=True)

@@ -32,9 +32,11 @@ from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
 from .errors import InputError
 from .files import (
     atomic_path,
+    check_output_dir,
     no_space_is_input_error,
     sha256_json,
     tree_fingerprint,
+    walk,
     write_json_atomic,
     write_text_atomic,
 )
@@ -164,10 +166,10 @@ def output_stem(filename: str) -> str:
 def _class_files(class_dir: str) -> list[str]:
     """Image files under one class folder in ImageFolder's order (sorted walk, links followed)."""
     found: list[str] = []
-    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
-        # Hidden entries (.ipynb_checkpoints, macOS ._ files, our temp files) are never images.
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in sorted(filenames):
+    # Sorted by folder path as ImageFolder sorts os.walk; hidden entries (.ipynb_checkpoints, macOS ._ files,
+    # our temp files) are never images; a symlink loop is refused (files.walk) instead of walked forever.
+    for dirpath, _dirnames, filenames in sorted(walk(class_dir, skip_hidden=True)):
+        for name in filenames:
             if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
                 found.append(os.path.join(dirpath, name))
     return found
@@ -185,6 +187,64 @@ def _round_robin(per_class: list[list[Item]], limit: int) -> list[Item]:
     return [item for label, files in enumerate(per_class) for i, item in enumerate(files) if (label, i) in chosen]
 
 
+# Folders that are never a val folder: refused before anything walks them (``--root_path /`` would walk the
+# whole filesystem, /proc included).
+_SYSTEM_FOLDERS = frozenset(
+    ["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr", "/var"]
+)
+
+
+def _holds_an_image(folder: str) -> bool:
+    """True when ``folder`` itself (not a sub-folder) holds an image file: one scandir, stops at the first."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(not e.name.startswith(".") and e.name.lower().endswith(IMG_EXTENSIONS) for e in entries)
+    except OSError:
+        return False
+
+
+def check_dataset_root(root_path: str | os.PathLike) -> list[str]:
+    """Check, before anything walks it, that ``root_path`` looks like an ImageNet-layout val folder; return its
+    class folder names, sorted.
+
+    Cheap: one listing of the root and one of each class folder. Refused: a missing folder, the filesystem
+    root or a system folder, class-folder links that are dangling, and a tree whose images sit deeper than
+    ``<class>/<image>`` in every class (the folder above the val folder, e.g. one holding ``train/`` and ``val/``).
+    """
+    root = Path(root_path)
+    if not root.is_dir():
+        raise InputError(
+            f"--root_path {root} is not a folder: point it at the ImageNet val folder "
+            "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
+        )
+    resolved = os.path.realpath(root)
+    if resolved in _SYSTEM_FOLDERS:
+        raise InputError(
+            f"--root_path {root} is {'the filesystem root' if resolved == '/' else 'a system folder'}, not an "
+            "ImageNet val folder: pass the folder holding one sub-folder per class (val/<wnid>/<image>.JPEG)"
+        )
+    with os.scandir(root) as entries:
+        listed = [(e.name, e.is_dir(), e.is_symlink()) for e in entries if not e.name.startswith(".")]
+    broken = sorted(name for name, is_dir, is_link in listed if is_link and not os.path.exists(root / name))
+    if broken:
+        raise InputError(
+            f"{len(broken)} class folder link(s) under {root} are dangling or loop: "
+            f"{', '.join(f'{name} -> {os.readlink(root / name)}' for name in broken[:_MAX_LISTED])}; "
+            "fix or remove them"
+        )
+    classes = sorted(name for name, is_dir, _ in listed if is_dir)
+    if not classes:
+        raise InputError(f"{root} has no class folders: expected {root}/<wnid>/<image>.JPEG (ImageFolder layout)")
+    if not any(_holds_an_image(os.path.join(root, name)) for name in classes):
+        deeper = [name for name in classes[:_MAX_LISTED] if os.path.isdir(os.path.join(root, name))]
+        raise InputError(
+            f"{root} is not an ImageNet-layout val folder: none of its {len(classes)} sub-folder(s) "
+            f"({', '.join(deeper[:5])}{' ...' if len(classes) > 5 else ''}) holds image files directly. "
+            f"Expected {root}/<wnid>/<image>.JPEG: if the val folder is one level down, pass that folder"
+        )
+    return classes
+
+
 def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tuple[list[str], list[Item]]:
     """Classes (sorted folder names) and images of an ImageFolder tree, labelled by :func:`labels.class_labels`.
 
@@ -193,18 +253,9 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
         write the same ``<stem>.bin``.
     """
     root = Path(root_path)
-    if not root.is_dir():
-        raise InputError(
-            f"--root_path {root} is not a folder: point it at the ImageNet val folder "
-            "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
-        )
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit})")
-    with os.scandir(root) as entries:
-        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise InputError(f"{root} has no class folders: expected {root}/<wnid>/<image>.JPEG (ImageFolder layout)")
-
+    classes = check_dataset_root(root)
     labels, _scheme = class_labels(classes, root)
     per_class: list[list[Item]] = []
     empty: list[str] = []
@@ -365,6 +416,8 @@ def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None]:
         array = transform_image(source)
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         Path(target).unlink(missing_ok=True)
+        if os.path.islink(source) and not os.path.exists(source):
+            return index, f"dangling symlink or symlink loop (-> {os.readlink(source)}): {type(exc).__name__}"
         return index, f"{type(exc).__name__}: {exc}"
     with atomic_path(target) as tmp, open(tmp, "wb") as fh:
         # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
@@ -426,8 +479,7 @@ def preprocess(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
     out = Path(bin_path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--bin_path {out} is a file: pass a folder (created if missing) for the .bin files")
+    check_output_dir(out, "--bin_path")
     classes, items = list_dataset(root_path, limit)
     label_scheme = class_labels(classes, root_path)[1]
     if label_scheme == POSITION:
@@ -589,6 +641,7 @@ def prepare_inputs(
             f"dataset folder {root} does not exist: pass the ImageNet val folder "
             f"(one sub-folder per class) or make one with `twins make-sample`"
         )
+    check_dataset_root(root)  # before the fingerprint walks it: `/` or a folder above val is refused here
     fingerprint = tree_fingerprint(root)
     key = sha256_json(
         {
@@ -626,6 +679,20 @@ def prepare_inputs(
     }
     write_json_atomic(record_path, record)
     return {**record, "synthetic_data": synthetic, "cached": False}
+
+
+SKIPPED_NAMES_CAP = 200  # names kept in a results-DB row: a broken copy of 50,000 images must not bloat it
+
+
+def skipped_fields(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The results-DB run fields for the images ``--skip-bad`` left out, from :func:`prepare_inputs`' record.
+
+    ``{"num_skipped": N, "skipped_images": ["<class>/<file>", ...]}`` (names capped at SKIPPED_NAMES_CAP;
+    the count is exact).
+    """
+    bad = inputs.get("bad") or []
+    names = [f"{Path(source).parent.name}/{Path(source).name}" for source, _reason in bad[:SKIPPED_NAMES_CAP]]
+    return {"num_skipped": len(bad), "skipped_images": names}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE
 from .errors import InputError, MissingOutputError, ParityError
-from .files import atomic_path, sha256_json, write_json_atomic
+from .files import atomic_path, check_output_file, sha256_json, write_json_atomic
 from .layout import find_outputs, list_inputs, load_input, read_output
 from .progress import Progress
 
@@ -316,6 +316,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _reference_main(args: argparse.Namespace) -> int:
+    check_output_file(args.output, "--output")
     record = reference_logits(
         args.bin_path,
         args.output,
@@ -335,6 +336,7 @@ def _reference_main(args: argparse.Namespace) -> int:
 
 
 def _compare_main(args: argparse.Namespace) -> int:
+    check_output_file(args.json_path, "--json")
     record = compare(
         args.reference,
         args.pred,

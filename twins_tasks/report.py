@@ -15,6 +15,9 @@ BASELINE_PRESETS: dict[str, dict[int, float]] = {
 }
 
 
+_SKIPPED_SHOWN = 10  # skipped image names in the report; the results DB keeps up to preprocess.SKIPPED_NAMES_CAP
+
+
 def parse_baseline_numbers(spec: Any) -> dict[int, float] | None:
     """``{"1": 62.0, "4": 77.0}`` / ``"1:62,4:77"`` / a preset name -> {batch size: img/s}; else None."""
     if spec is None or spec == "" or (isinstance(spec, str) and spec.lower() == "none"):
@@ -85,12 +88,30 @@ def perf_table(
     return lines
 
 
+def spread_table(batches: Sequence[Mapping[str, Any]]) -> str | None:
+    """Markdown: per batch size, the perf rounds' median throughput and spread; None when no round was recorded."""
+    measured = [b for b in sorted(batches, key=lambda b: b["batch_size"]) if b.get("perf_rounds")]
+    if not measured:
+        return None
+    rows = ["| batch size | rounds | throughput (img/s) | min | max | CV % |", "|---:|---:|---:|---:|---:|---:|"]
+    for b in measured:
+        cv = b.get("throughput_cv")
+        rows.append(
+            f"| {b['batch_size']} | {b['perf_rounds']} | {_fmt(b.get('throughput'))} | {_fmt(b.get('throughput_min'))} "
+            f"| {_fmt(b.get('throughput_max'))} | {_fmt(None if cv is None else 100 * cv)} |"
+        )
+    return "\n".join(rows)
+
+
 def accuracy_table(batches: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         "| batch size | top-1 % | top-5 % | images | missing | agreement top-1 % | max abs diff vs PyTorch |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in sorted(batches, key=lambda b: b["batch_size"]):
+        if b.get("status") == "failed":
+            rows.append(f"| {b['batch_size']} | FAILED | | | | | |")
+            continue
         rows.append(
             f"| {b['batch_size']} | {_fmt(b.get('top1'))} | {_fmt(b.get('top5'))} | "
             f"{b.get('num_images', '-')} | {b.get('num_missing', '-')} | {_fmt(b.get('agreement_top1'))} | "
@@ -125,12 +146,29 @@ def render(
         )
     if (run.get("config") or {}).get("synthetic_data"):
         parts.append("- NOTE: generated images, not ImageNet.")
+    if run.get("num_skipped"):
+        shown = list(run.get("skipped_images") or [])[:_SKIPPED_SHOWN]
+        rest = int(run["num_skipped"]) - len(shown)
+        parts.append(
+            f"- SKIPPED (--skip-bad): {run['num_skipped']} undecodable image(s), not counted in the accuracy: "
+            + ", ".join(shown)
+            + (f", ... and {rest} more" if rest > 0 else "")
+        )
+    failed = run.get("failed_batch_sizes") or {}
+    if failed:
+        if isinstance(failed, Mapping):
+            listed = "; ".join(f"bs{bs}: {why}" for bs, why in failed.items())
+        else:
+            listed = ", ".join(f"bs{bs}" for bs in failed)
+        parts.append(f"- FAILED batch sizes (run {run.get('status', 'partial')}): {listed}")
+    spread = spread_table(batches)
     parts += [
         "",
         "## Performance",
         "",
         perf_table(throughput, label=label, baseline=baseline, baseline_label=baseline_label),
         "",
+        *([spread, ""] if spread else []),
         "## Accuracy and agreement",
         "",
         accuracy_table(batches),

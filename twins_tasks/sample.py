@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from . import NUM_CLASSES
 from .errors import InputError
-from .files import atomic_path, write_json_atomic
+from .files import atomic_path, check_output_dir, write_json_atomic
 from .labels import imagenet_wnids
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
     paths = make_sample(args.out, args.classes, args.per_class, args.seed)
     print(f"Wrote {len(paths)} pictures in {args.classes} classes to {args.out} ({GENERATED_NOTE})")
     return 0
