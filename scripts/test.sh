@@ -16,6 +16,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/
     echo "test: starting Redis"
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 fi
+bash scripts/browser.sh  # Debian chromium for the UI tests (installed with apt-get when missing)
 if [ "${CI:-}" = "true" ]; then
     export TWINS_REQUIRE_SERVICES=1  # tests fail instead of skipping when PostgreSQL or Redis is missing
 fi

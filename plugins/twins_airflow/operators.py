@@ -65,13 +65,24 @@ def _artifact_path(artifact: Any) -> Path:
     return Path(str(artifact))
 
 
-# Backend options that are integers: a templated value ("{{ params.device_id }}") renders as a string.
-_INT_OPTIONS = ("device", "threads")
+# Backend options by type: a templated value ("{{ params.device_id }}") renders as a string, and the backends
+# take typed values only (twins_tasks knows nothing of Airflow's templates).
+_INT_OPTIONS = ("device", "threads", "idle_memory_max_mb")
+_FLOAT_OPTIONS = ("compile_timeout", "infer_timeout", "perf_timeout", "idle_aicore_max", "idle_wait_s", "idle_poll_s")
 
 
 def _coerced(key: str, value: Any) -> Any:
-    if key in _INT_OPTIONS and isinstance(value, str):
+    if not isinstance(value, str):
+        return value
+    if value == "":  # an empty form field or template: not set
+        return None
+    if key in _INT_OPTIONS:
         return _as_int(key, value, 0)
+    if key in _FLOAT_OPTIONS:
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"{key}={value!r} must be a number") from None
     return value
 
 
