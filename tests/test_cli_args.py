@@ -98,5 +98,5 @@ def _file(tmp_path: Path) -> Path:
 def test_output_paths_of_the_wrong_kind_fail_before_any_work(argv, says, tmp_path, capsys):
     file = _file(tmp_path)
     fill = {"file": str(file), "dir": str(tmp_path)}
-    assert main([a.format(**fill) for a in argv]) == 1
+    assert main([a.format(**fill) for a in argv]) == 2  # bad input: exit code 2
     assert says.format(**fill) in capsys.readouterr().err

@@ -441,7 +441,8 @@ def test_disk_full_says_no_space_left_and_leaves_no_temp_files(sample, small_dis
 
 def test_disk_full_from_the_cli_is_one_error_line(sample, small_disk, capsys):
     assert (
-        cli.main(["preprocess", "--root_path", str(sample), "--bin_path", str(small_disk / "b"), "--workers", "1"]) == 1
+        cli.main(["preprocess", "--root_path", str(sample), "--bin_path", str(small_disk / "b"), "--workers", "1"])
+        == 2  # bad input (a full disk): exit code 2
     )
     err = capsys.readouterr().err
     assert "twins preprocess: error: no space left on" in err and "Traceback" not in err
