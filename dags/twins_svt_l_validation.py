@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 # Deployment settings, read when the file is parsed: by the dag-processor AND by every worker that runs a task
 # of this DAG (queue and pool cannot be templated), so set them alike on all of them.
 NPU_QUEUE = os.environ.get("TWINS_NPU_QUEUE", "ascend")
-NPU_POOL = os.environ.get("TWINS_NPU_POOL", "ascend_npu")
+NPU_POOL = os.environ.get("TWINS_NPU_POOL", "ascend_npu")  # slots: the chips of all NPU hosts together
+COMPILE_POOL = os.environ.get("TWINS_COMPILE_POOL", "ascend_compile")  # slots: atc runs the hosts' RAM allows
 WORK_DIR_ENV = "TWINS_WORK_DIR"
 
 PARAMS = {
@@ -108,7 +109,22 @@ PARAMS = {
         section="Backend",
         description="auto = read from npu-smi info (e.g. Ascend310P3).",
     ),
-    "device_id": Param(0, type="integer", minimum=0, maximum=63, title="NPU device id", section="Backend"),
+    "device_ids": Param(
+        [0],
+        anyOf=[
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 63},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
+            {"type": "string", "enum": ["auto"]},
+        ],
+        title="NPU device ids",
+        section="Backend",
+        description='Chips the batch sizes may use, e.g. [0, 1, 2, 3], or "auto" = every chip npu-smi info '
+        "shows. Each batch size's infer and perf lease one chip: N chips run N batch sizes at once.",
+    ),  # fmt: skip
     "precision_mode": Param(
         RECIPE_DEFAULT_PRECISION,
         type="string",
@@ -296,6 +312,7 @@ def twins_svt_l_validation():
             cache_dir=planned["cache_dir"],
             failure_dir=planned["failure_dir"],
             queue=NPU_QUEUE,
+            pool=COMPILE_POOL,
             execution_timeout=dt.timedelta(hours=2),
         )
         inferred = InferOperator(
@@ -307,6 +324,7 @@ def twins_svt_l_validation():
             batch_size=batch_size,
             output_root=planned["result_dir"],
             outfmt="{{ params.outfmt }}",
+            device_ids=planned["device_ids"],
             failure_dir=planned["failure_dir"],
             queue=NPU_QUEUE,
             pool=NPU_POOL,
@@ -320,12 +338,14 @@ def twins_svt_l_validation():
             batch_size=batch_size,
             loop="{{ params.perf_loops }}",
             rounds="{{ params.perf_rounds }}",
+            device_ids=planned["device_ids"],
+            infer_record=inferred.output,
             failure_dir=planned["failure_dir"],
             queue=NPU_QUEUE,
             pool=NPU_POOL,
             execution_timeout=dt.timedelta(hours=1),
         )
-        # perf consumes only compile's XCom: without this it could share the device with infer.
+        # perf follows infer (it reads infer's record to measure on the same chip), never beside it.
         inferred >> measured
         return {"compile": compiled.output, "infer": inferred.output, "perf": measured.output}
 
@@ -415,7 +435,13 @@ def twins_svt_l_validation():
             backend = get_backend(planned["backend"], **planned["backend_options"])
             log.info("Re-measuring bs%d before calling it a regression", batch_size)
             return perf_step(
-                backend, artifacts[batch_size], batch_size, loop=config.perf_loops, rounds=config.perf_rounds
+                backend,
+                artifacts[batch_size],
+                batch_size,
+                loop=config.perf_loops,
+                rounds=config.perf_rounds,
+                device_ids=planned["device_ids"],
+                purpose=f"{recorded['run_key']} re-measure",
             )
 
         outcome = check_regression(

@@ -16,3 +16,11 @@ fi
 AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$AIRFLOW_HOME/.jwt_secret")
 export AIRFLOW__API_AUTH__JWT_SECRET
 export PATH=$repo/.venv/bin:$PATH
+# The DAG's pools: device work (one slot per NPU chip of all NPU hosts together: each batch size leases its own
+# chip) and atc compiles on the host CPUs (several GB of RAM each: as many at once as the hosts' RAM allows).
+twins_pools() {
+    airflow pools set "${TWINS_NPU_POOL:-ascend_npu}" "${TWINS_NPU_CHIPS:-1}" \
+        "Device work: one slot per NPU chip (each batch size leases its own chip)" >/dev/null
+    airflow pools set "${TWINS_COMPILE_POOL:-ascend_compile}" "${TWINS_COMPILE_SLOTS:-2}" \
+        "atc compiles at once on the host CPUs (several GB of RAM each)" >/dev/null
+}

@@ -11,7 +11,7 @@ data=$PWD/var/demo/data/val
 
 echo "== Airflow metadata DB ($AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
-airflow pools set ascend_npu 1 "One device: infer and perf never share it" >/dev/null
+twins_pools
 
 echo "== Generated dataset (NOT ImageNet: synthetic images, for a toolchain check)"
 twins make-sample --out "$data" --classes 8 --per-class 4 --seed 0

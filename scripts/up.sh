@@ -22,7 +22,7 @@ export TWINS_DATASET_PATH=$data
 
 echo "== Airflow metadata DB ($AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
-airflow pools set ascend_npu 1 "One device: infer and perf never share it" >/dev/null
+twins_pools
 if [ ! -f "$data/.twins-sample.json" ]; then
     echo "== Generated dataset (NOT ImageNet: synthetic images, for a toolchain check): $data"
     twins make-sample --out "$data" --classes 8 --per-class 4 --seed 0

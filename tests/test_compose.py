@@ -82,10 +82,33 @@ def test_npu_worker_has_devices_driver_and_queue(compose):
 def test_init_migrates_and_creates_the_pool_the_dag_uses(compose):
     script = "\n".join(compose["services"]["airflow-init"]["command"])
     assert "airflow db migrate" in script
-    assert "airflow pools set ascend_npu 1" in script
+    assert 'airflow pools set ascend_npu "${TWINS_NPU_CHIPS:-1}"' in script
+    assert 'airflow pools set ascend_compile "${TWINS_COMPILE_SLOTS:-2}"' in script
     dag_source = (ROOT / "dags" / "twins_svt_l_validation.py").read_text()
     assert 'os.environ.get("TWINS_NPU_POOL", "ascend_npu")' in dag_source
     assert 'os.environ.get("TWINS_NPU_QUEUE", "ascend")' in dag_source
+    assert 'os.environ.get("TWINS_COMPILE_POOL", "ascend_compile")' in dag_source
+
+
+def test_npu_workers_share_host_leases_and_more_hosts_join_the_ascend_queue(compose):
+    npu = compose["services"]["airflow-worker-npu"]
+    # Chip leases are flock()s in a host folder: bound into every NPU worker container of the host.
+    lease_dir = _env(npu)["TWINS_LEASE_DIR"]
+    assert f"{lease_dir}:{lease_dir}" in npu["volumes"]
+
+    class ComposeLoader(yaml.SafeLoader):  # Compose's `!reset` tag drops a key inherited from the main file
+        pass
+
+    ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+    extra = yaml.load((ROOT / "docker-compose.npu-host.yaml").read_text(), Loader=ComposeLoader)
+    assert set(extra["services"]) == {"airflow-worker-npu"}  # the other host runs only an NPU worker
+    env = extra["services"]["airflow-worker-npu"]["environment"]
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_TWINS_RESULTS"):  # fmt: skip
+        assert "${TWINS_MAIN_HOST" in env[key], key
+    # The shared work folder (artifacts and outputs) replaces the main host's local volume.
+    assert any(v.endswith(":/opt/airflow/twins") and "TWINS_SHARED_WORK_DIR" in v
+               for v in extra["services"]["airflow-worker-npu"]["volumes"])  # fmt: skip
 
 
 def test_dependencies_and_dockerfile(compose):

@@ -65,8 +65,9 @@ def test_structure(dag):
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 2 * * *"
     # No start_date: unpausing waits for the next 02:00 UTC instead of starting a run with the defaults at once.
     assert dag.start_date is None and dag.timetable.run_immediately is False
-    for task_id in ("per_batch_size.infer", "per_batch_size.perf"):
+    for task_id in ("per_batch_size.infer", "per_batch_size.perf", "regression_check"):
         assert dag.get_task(task_id).pool == "ascend_npu"
+    assert dag.get_task("per_batch_size.compile").pool == "ascend_compile"  # atc runs bounded by host RAM
     for task_id in ("plan", "per_batch_size.compile", "per_batch_size.infer", "per_batch_size.perf"):
         assert dag.get_task(task_id).queue == "ascend"
     for task_id in ("preprocess", "export", "batch_sizes", "accuracy", "record", "report"):
@@ -210,11 +211,19 @@ def test_single_batch_size_and_regression_trip(dag, dataset, airflow_db, tmp_pat
 def test_full_run_ascend_backend_on_doubles(dag, dataset, airflow_db, tmp_path, monkeypatch):
     monkeypatch.setenv("TWINS_CANN_ENV", str(DOUBLES / "set_env.sh"))
     monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "argv.jsonl"))
-    dr, states = _run(dag, tmp_path, _conf(dataset, backend="ascend", batch_sizes=[1, 4]))
+    # A host with two chips; "auto" = every chip npu-smi shows. Each batch size's infer and perf lease one.
+    monkeypatch.setenv("TWINS_FAKE_NPUS", "2")
+    monkeypatch.setenv("TWINS_LEASE_DIR", str(tmp_path / "leases"))
+    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
+    dr, states = _run(dag, tmp_path, _conf(dataset, backend="ascend", batch_sizes=[1, 4], device_ids="auto"))
     assert str(dr.state).endswith("success"), states
     run = _store().get_run(dr.run_id)
     assert run["backend"] == "ascend" and run["soc_version"] == "Ascend310P3"
     assert all(b["num_missing"] == 0 and b["throughput"] > 0 for b in run["batches"])
+    # Which chip ran each batch size is recorded (host:npu<chip>), and the chip was one of the host's two.
+    for b in run["batches"]:
+        host, chip = b["device"].rsplit(":npu", 1)
+        assert host and int(chip) in (0, 1), b["device"]
     calls = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
     tools = [c.get("tool") or c.get("argv", [""])[0] for c in calls]
     assert any("atc" in str(t) for t in tools) and any("ais_bench" in str(t) for t in tools)

@@ -185,14 +185,15 @@ def deployment(tmp_path_factory):
         [*airflow_local.AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
     )
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    pool = subprocess.run(
-        [*airflow_local.AIRFLOW, "pools", "set", "ascend_npu", "1", "one device"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert pool.returncode == 0, pool.stderr[-2000:]
+    for pool, slots in (("ascend_npu", "1"), ("ascend_compile", "2")):
+        made = subprocess.run(
+            [*airflow_local.AIRFLOW, "pools", "set", pool, slots, pool],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr[-2000:]
     state = base / "state"
     parts = airflow_local.components(api_port=port, celery_queues=["default", "ascend"], log_port_base=_free_port())
     pids = airflow_local.start(parts, env, state)

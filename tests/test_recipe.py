@@ -20,7 +20,7 @@ def _dag_params(**extra):
         "opset": 11,
         "backend": "onnxruntime",
         "soc_version": "auto",
-        "device_id": 0,
+        "device_ids": [0],
         "precision_mode": "recipe default",
         "batch_sizes": [1, 4],
         "perf_loops": 2,
@@ -84,8 +84,24 @@ def test_one_validation_names_the_bad_setting(change, words):
         RecipeConfig.from_params(_dag_params(**change))
 
 
+def test_device_ids_from_the_form_and_the_cli():
+    from twins_tasks.recipe import parse_device_ids
+
+    assert RecipeConfig.from_params(_dag_params(device_ids=[2, 3])).backend.device_ids == (2, 3)
+    assert RecipeConfig.from_params(_dag_params(device_ids="auto")).backend.device_ids == "auto"
+    args = _cli_args("--root_path", "d", "--random-init", "--device-ids", "0,1")
+    assert RecipeConfig.from_args(args).backend.device_ids == (0, 1)
+    assert RecipeConfig.from_args(
+        _cli_args("--root_path", "d", "--random-init", "--device", "3")
+    ).backend.device_ids == (3,)
+    with pytest.raises(InputError, match="listed twice"):
+        parse_device_ids("1,1")
+    # The backend's own device is the first chip (commands run outside a lease use it).
+    assert BackendSettings(name="ascend", device_ids=(2, 3)).options("ascend")["device"] == 2
+
+
 def test_backend_options_are_built_in_one_place():
-    settings = BackendSettings(name="ascend", device=3, soc_version="Ascend310P3", precision_mode="force_fp32")
+    settings = BackendSettings(name="ascend", device_ids=(3,), soc_version="Ascend310P3", precision_mode="force_fp32")
     assert settings.options("ascend") == {"device": 3, "soc_version": "Ascend310P3", "precision_mode": "force_fp32"}
     assert BackendSettings(threads=2).options("onnxruntime") == {"providers": None, "threads": 2}
 

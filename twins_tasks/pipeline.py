@@ -7,6 +7,7 @@ and the DAG's XComs. Heavy imports stay inside the steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -14,7 +15,9 @@ import os
 import platform
 import re
 import shutil
+import socket
 import statistics
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +68,9 @@ def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store:
     resolve_baseline(store, config.baseline)  # an unknown run id fails now, not after the run
     backend = resolve_backend_name(config.backend.name, cann_env=config.backend.cann_env)
     options = config.backend.options(backend)
-    description = describe_backend(get_backend(backend, **options))
+    instance = get_backend(backend, **options)
+    description = describe_backend(instance)
+    device_ids = resolve_chips(instance, config.backend.device_ids)
     work = Path(work_dir).resolve()
     run_dir = work / "runs" / safe_name(run_key)
     return {
@@ -77,6 +82,7 @@ def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store:
         "run_dir": str(run_dir),
         "result_dir": str(run_dir / "result"),
         "failure_dir": str(run_dir / FAILURES_DIR),
+        "device_ids": device_ids,
     }
 
 
@@ -104,6 +110,44 @@ def compile_step(
     return compile_cached(backend, onnx, batch_size, cache_root, name=name or f"{onnx.stem}_bs{batch_size}")
 
 
+def resolve_chips(backend: Backend, device_ids: tuple[int, ...] | str) -> list[int]:
+    """The chips a run may use, on the host that does its device work; [] for a backend without chips."""
+    if not hasattr(backend, "list_chips"):
+        return []
+    from .devices import resolve_device_ids
+
+    return resolve_device_ids(device_ids if isinstance(device_ids, str) else list(device_ids), backend.list_chips)
+
+
+@contextlib.contextmanager
+def on_chip(backend: Backend, device_ids: list[int] | None, purpose: str) -> Iterator[tuple[Backend, dict[str, Any]]]:
+    """The backend on a chip leased for the block (:func:`twins_tasks.devices.lease_chip`), and where that is.
+
+    Backends without chips (ONNX Runtime) run as they are. The lease keeps two batch sizes off one chip; it is
+    a host-local lock the kernel drops when its holder dies, so a crashed worker loses no chip.
+    """
+    host = socket.gethostname()
+    if not device_ids or not hasattr(backend, "with_device"):
+        yield backend, {"host": host, "chip": None, "device": None}
+        return
+    from .devices import lease_chip
+
+    chipped: Any = backend  # a backend with chips (Ascend): npu_devices, idle, with_device
+    with lease_chip(device_ids, purpose=purpose, read_devices=chipped.npu_devices, idle=chipped.idle) as chip:
+        yield chipped.with_device(chip), {"host": host, "chip": chip, "device": f"{host}:npu{chip}"}
+
+
+def chips_for_perf(device_ids: list[int] | None, infer_record: dict[str, Any] | None) -> list[int] | None:
+    """Perf measures on the chip that ran the batch size's inference, when it runs on the same host.
+
+    On another host (several NPU hosts on one queue) any of the run's chips measures the same artifact: the
+    artifact and the outputs are in the shared work folder, and the recorded device says where perf ran.
+    """
+    if infer_record and infer_record.get("chip") is not None and infer_record.get("host") == socket.gethostname():
+        return [int(infer_record["chip"])]
+    return device_ids
+
+
 def infer_step(
     backend: Backend,
     artifact: str | Path,
@@ -112,20 +156,24 @@ def infer_step(
     result_root: str | Path,
     name: str,
     outfmt: str = "TXT",
+    *,
+    device_ids: list[int] | None = None,
+    purpose: str = "",
 ) -> dict[str, Any]:
     """Run inference into a temporary folder and rename it into place when every output is there."""
     result_root = Path(result_root)
     result_root.mkdir(parents=True, exist_ok=True)
     partial = f"{name}.partial"  # a plain name: ais_bench (and our validation) reject a leading dot
     shutil.rmtree(result_root / partial, ignore_errors=True)  # a killed earlier attempt's leftovers
-    result = backend.infer(Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
+    with on_chip(backend, device_ids, f"{purpose} bs{batch_size} infer".strip()) as (on, where):
+        result = on.infer(Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
     final = result_root / name
     shutil.rmtree(final, ignore_errors=True)
     os.rename(result_root / partial, final)
     for summary in (result_root / f"{partial}_summary.json",):
         if summary.is_file():
             os.replace(summary, result_root / f"{name}_summary.json")
-    record = result.to_dict()
+    record = {**result.to_dict(), **where}
     record["output_dir"] = str(final)
     # Per-batch timing lists and file lists grow with the dataset: keep XComs small.
     record["summary"] = {k: v for k, v in record.get("summary", {}).items() if k not in _BIG_SUMMARY_KEYS}
@@ -136,7 +184,15 @@ def infer_step(
 
 
 def perf_step(
-    backend: Backend, artifact: str | Path, batch_size: int, *, loop: int = 20, warmup: int = 1, rounds: int = 1
+    backend: Backend,
+    artifact: str | Path,
+    batch_size: int,
+    *,
+    loop: int = 20,
+    warmup: int = 1,
+    rounds: int = 1,
+    device_ids: list[int] | None = None,
+    purpose: str = "",
 ) -> dict[str, Any]:
     """Pure performance (ais_bench --loop) in ``rounds`` rounds; the record is the median round's, with the spread.
 
@@ -144,16 +200,17 @@ def perf_step(
     a drop within the measured spread of the two runs as noise.
     """
     results = []
-    for i in range(rounds):
-        result = backend.perf(Path(artifact), batch_size, loop=loop, warmup=warmup)
-        for line in result.summary_lines():
-            log.info("%s", line)
-        if rounds > 1:
-            log.info("bs%d perf round %d/%d: %.2f img/s", batch_size, i + 1, rounds, result.throughput)
-        results.append(result)
+    with on_chip(backend, device_ids, f"{purpose} bs{batch_size} perf".strip()) as (on, where):
+        for i in range(rounds):
+            result = on.perf(Path(artifact), batch_size, loop=loop, warmup=warmup)
+            for line in result.summary_lines():
+                log.info("%s", line)
+            if rounds > 1:
+                log.info("bs%d perf round %d/%d: %.2f img/s", batch_size, i + 1, rounds, result.throughput)
+            results.append(result)
     throughputs = [r.throughput for r in results]
     median = sorted(results, key=lambda r: r.throughput)[(len(results) - 1) // 2]
-    record = median.to_dict()
+    record = {**median.to_dict(), **{k: v for k, v in where.items() if v is not None}}
     mean = statistics.fmean(throughputs)
     record.update(
         rounds=rounds,
@@ -506,13 +563,30 @@ def run_recipe(
             records["compile"] = [compiled]
             artifact = compiled["artifact"]
             step = "infer"
-            records["infer"] = [
-                infer_step(
-                    backend, artifact, inputs["bin_path"], bs, plan["result_dir"], result_name(artifact), config.outfmt
+            inferred = infer_step(
+                backend,
+                artifact,
+                inputs["bin_path"],
+                bs,
+                plan["result_dir"],
+                result_name(artifact),
+                config.outfmt,
+                device_ids=plan["device_ids"],
+                purpose=run_key,
+            )
+            records["infer"] = [inferred]
+            step = "perf"
+            records["perf"] = [
+                perf_step(
+                    backend,
+                    artifact,
+                    bs,
+                    loop=config.perf_loops,
+                    rounds=config.perf_rounds,
+                    device_ids=chips_for_perf(plan["device_ids"], inferred),
+                    purpose=run_key,
                 )
             ]
-            step = "perf"
-            records["perf"] = [perf_step(backend, artifact, bs, loop=config.perf_loops, rounds=config.perf_rounds)]
         except TwinsError as exc:
             note_failure(failure_dir, bs, step, str(exc))
         rows += collect_rows([bs], records, inputs, reference, failure_dir)
@@ -536,7 +610,15 @@ def run_recipe(
         recorded["run_key"],
         recorded["config_key"],
         config.thresholds,
-        remeasure=lambda bs: perf_step(backend, artifacts[bs], bs, loop=config.perf_loops, rounds=config.perf_rounds),
+        remeasure=lambda bs: perf_step(
+            backend,
+            artifacts[bs],
+            bs,
+            loop=config.perf_loops,
+            rounds=config.perf_rounds,
+            device_ids=plan["device_ids"],
+            purpose=f"{run_key} re-measure",
+        ),
     )
     print(outcome.text())
     return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}

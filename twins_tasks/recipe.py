@@ -48,13 +48,33 @@ def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> tuple[int, ..
     return tuple(sizes)
 
 
+def parse_device_ids(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...] | str:
+    """``auto``, ``0,1,2`` or [0, 1, 2] -> "auto" or (0, 1, 2); non-negative, unique."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return "auto"
+    items = value.split(",") if isinstance(value, str) else list(value)
+    ids: list[int] = []
+    for item in items:
+        try:
+            chip = int(str(item).strip())
+        except ValueError:
+            raise InputError(f"device id {item!r} is not an integer (expected e.g. 0,1 or auto)") from None
+        if chip < 0 or chip in ids:
+            raise InputError(f"device ids {value!r}: {chip} is negative or listed twice")
+        ids.append(chip)
+    if not ids:
+        raise InputError("no device ids given (expected e.g. 0,1 or auto)")
+    return tuple(ids)
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """What selects and configures the backend; each backend reads the fields it knows."""
 
     name: str = "auto"
-    # ascend
-    device: int = 0
+    # ascend: the chips this run may use ("auto" = every chip npu-smi shows); each batch size's device work
+    # leases one of them (twins_tasks.devices), so N chips run N batch sizes at once.
+    device_ids: tuple[int, ...] | str = (0,)
     soc_version: str = "auto"
     precision_mode: str | None = None
     op_select_implmode: str | None = None
@@ -68,7 +88,8 @@ class BackendSettings:
         """Constructor keyword arguments of the resolved ``backend`` (JSON-able: they travel as an XCom)."""
         if backend == "onnxruntime":
             return {"providers": list(self.providers) if self.providers else None, "threads": self.threads}
-        options: dict[str, Any] = {"device": self.device, "soc_version": self.soc_version}
+        first = self.device_ids[0] if isinstance(self.device_ids, tuple) else 0
+        options: dict[str, Any] = {"device": first, "soc_version": self.soc_version}
         for key in ("precision_mode", "op_select_implmode", "cann_env", "ais_bench_python"):
             if getattr(self, key) is not None:
                 options[key] = getattr(self, key)
@@ -170,6 +191,8 @@ class RecipeConfig:
         backend = dict(values.pop("backend", {}) or {})
         if backend.get("providers") is not None:
             backend["providers"] = tuple(backend["providers"])
+        if "device_ids" in backend:
+            backend["device_ids"] = parse_device_ids(backend["device_ids"])
         values["batch_sizes"] = tuple(values.get("batch_sizes", DEFAULT_BATCH_SIZES))
         values["thresholds"] = Thresholds.from_mapping(values.get("thresholds"))
         return cls(backend=BackendSettings(**backend), **values)
@@ -189,7 +212,7 @@ class RecipeConfig:
             opset=int(params.get("opset", 11)),
             backend=BackendSettings(
                 name=params.get("backend", "auto"),
-                device=int(params.get("device_id", 0)),
+                device_ids=parse_device_ids(params.get("device_ids", [0])),
                 soc_version=params.get("soc_version", "auto"),
                 precision_mode=None if precision in (None, RECIPE_DEFAULT_PRECISION) else precision,
                 cann_env=cann_env,
@@ -233,7 +256,7 @@ def backend_settings_from_args(args: argparse.Namespace) -> BackendSettings:
     """The backend flags of ``twins compile/infer/perf/run`` (added by ``add_backend_arguments``)."""
     return BackendSettings(
         name=args.backend,
-        device=args.device,
+        device_ids=parse_device_ids(args.device_ids if args.device_ids is not None else [args.device]),
         soc_version=args.soc_version,
         precision_mode=args.precision_mode,
         op_select_implmode=args.op_select_implmode,

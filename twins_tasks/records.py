@@ -16,6 +16,7 @@ class PlanRecord(TypedDict):
     run_dir: str
     result_dir: str
     failure_dir: str  # bs<N>_<step>.json: why a batch size's chain step failed
+    device_ids: list[int]  # the chips the batch sizes lease from ([] for a backend without chips)
 
 
 class RecordedRun(TypedDict):

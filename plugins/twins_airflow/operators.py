@@ -21,7 +21,15 @@ from twins_tasks.backends import BACKENDS, get_backend, resolve_backend_name
 from twins_tasks.backends.base import Backend
 from twins_tasks.errors import InputError
 from twins_tasks.layout import OUTPUT_FORMATS
-from twins_tasks.pipeline import clear_failure, compile_step, infer_step, note_failure, perf_step, result_name
+from twins_tasks.pipeline import (
+    chips_for_perf,
+    clear_failure,
+    compile_step,
+    infer_step,
+    note_failure,
+    perf_step,
+    result_name,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -94,6 +102,8 @@ class BackendOperator(BaseOperator):
     :param backend_options: keyword arguments of the backend: for ``ascend`` e.g. ``cann_env``, ``device``,
         ``soc_version``, ``precision_mode``, ``op_select_implmode``, ``ais_bench_python``; for
         ``onnxruntime`` ``providers`` and ``threads``. (templated)
+    :param device_ids: the chips this step may lease one of (the DAG's plan resolves ``auto``); none: the
+        backend's own device, no lease (ONNX Runtime has no chips). (templated)
     :param failure_dir: where a failure leaves ``bs<N>_<step>.json`` with its error, for the DAG's accuracy
         step to record why this batch size has no result (a later successful try removes it). (templated)
 
@@ -101,7 +111,7 @@ class BackendOperator(BaseOperator):
     is also its own XCom: ``compile_task.output["artifact"]``.
     """
 
-    template_fields: Sequence[str] = ("backend", "backend_options", "failure_dir")
+    template_fields: Sequence[str] = ("backend", "backend_options", "device_ids", "failure_dir")
     step: str = ""  # compile / infer / perf: names the failure note
     template_fields_renderers = {"backend_options": "json"}
     ui_color = "#e8f4e8"
@@ -111,6 +121,7 @@ class BackendOperator(BaseOperator):
         *,
         backend: str = "auto",
         backend_options: dict[str, Any] | None = None,
+        device_ids: list[int] | None = None,
         failure_dir: str | None = None,
         **kwargs,
     ) -> None:
@@ -121,6 +132,7 @@ class BackendOperator(BaseOperator):
             raise ValueError(f"backend={backend!r} must be one of auto, {', '.join(BACKENDS)} (or a template)")
         self.backend = backend
         self.backend_options = backend_options
+        self.device_ids = device_ids
         self.failure_dir = failure_dir
 
     @cached_property
@@ -146,6 +158,12 @@ class BackendOperator(BaseOperator):
                 raise
             self._note(None)
             return result
+
+    def chips(self) -> list[int] | None:
+        """The rendered ``device_ids`` as ints (a template renders a list's items as strings)."""
+        if not self.device_ids:
+            return None
+        return [_as_int("device_ids", chip, 0) for chip in self.device_ids]
 
     def _note(self, error: str | None) -> None:
         """Leave (or, after a success, remove) this batch size's failure note for the accuracy step."""
@@ -257,7 +275,15 @@ class InferOperator(BackendOperator):
         name = self.output_dirname or result_name(artifact)
         # Written under a temporary name and renamed when complete: a retry never mixes two attempts.
         return infer_step(
-            backend, artifact, self.inputs, batch_size, Path(self.output_root), name, str(self.outfmt).upper()
+            backend,
+            artifact,
+            self.inputs,
+            batch_size,
+            Path(self.output_root),
+            name,
+            str(self.outfmt).upper(),
+            device_ids=self.chips(),
+            purpose=context.get("run_id", ""),
         )
 
 
@@ -271,6 +297,8 @@ class PerfOperator(BackendOperator):
     :param loop: timed runs per round. (templated)
     :param warmup: untimed runs before them. (templated)
     :param rounds: rounds of ``loop`` runs; the record is the median round's, with the rounds' spread. (templated)
+    :param infer_record: InferOperator's XCom: perf measures on the chip that ran the inference when it runs
+        on the same host, else on any of ``device_ids``. (templated)
     """
 
     step = "perf"
@@ -281,6 +309,7 @@ class PerfOperator(BackendOperator):
         "loop",
         "warmup",
         "rounds",
+        "infer_record",
     )
     ui_color = "#f4d8e8"
 
@@ -292,6 +321,7 @@ class PerfOperator(BackendOperator):
         loop: int | str = 20,
         warmup: int | str = 1,
         rounds: int | str = 1,
+        infer_record: dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -304,6 +334,7 @@ class PerfOperator(BackendOperator):
         self.loop = loop
         self.warmup = warmup
         self.rounds = rounds
+        self.infer_record = infer_record
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         return perf_step(
@@ -313,4 +344,6 @@ class PerfOperator(BackendOperator):
             loop=_as_int("loop", self.loop, 1),
             warmup=_as_int("warmup", self.warmup, 0),
             rounds=_as_int("rounds", self.rounds, 1),
+            device_ids=chips_for_perf(self.chips(), self.infer_record),
+            purpose=context.get("run_id", ""),
         )

@@ -73,6 +73,12 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument_group("ascend backend")
     a.add_argument("--device", "-d", type=int, default=0, help="NPU device id (ais_bench --device)")
     a.add_argument(
+        "--device-ids",
+        default=None,
+        help="twins run: chips the batch sizes may use, e.g. 0,1 or auto (every chip npu-smi shows); "
+        "each batch size leases one (default: --device)",
+    )
+    a.add_argument(
         "--cann-env", "--cann_env", dest="cann_env", default=None, help=f"CANN set_env.sh (default {DEFAULT_CANN_ENV})"
     )
     a.add_argument("--soc_version", default="auto", help="atc --soc_version, e.g. Ascend310P3; auto = from npu-smi")
