@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .cache import discard_incomplete, load_record, require_record
+from .cache import discard_incomplete, load_record, relative_paths, require_record, sweep_stale_temps
 from .errors import CheckpointError, InputError, ParityError, ToolError
 from .files import (
     atomic_dir,
@@ -46,6 +46,7 @@ DEFAULT_OPSET = 11  # the recipe's opset; works with torch 2.14's TorchScript ex
 EXAMPLE_BATCH = 2  # >1 so that a batch size the tracer folded into a constant shows up in the batch-1 check
 _LIST = 10  # how many key names an error message lists per kind
 EXPORT_RECORD = "export.json"  # the ONNX cache entry's completion record (see prepare_model)
+_EXPORT_PATHS = ("onnx", "parity_json")  # stored in it relative to the cache entry
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -569,9 +570,11 @@ def prepare_model(
             "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
         }
     )[:16]
-    target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
+    section = Path(cache_root) / "onnx"
+    sweep_stale_temps(section)  # a killed export leaves ~380 MB under a temp name
+    target = section / f"{model_name}_{key}"
     record_path = target / EXPORT_RECORD
-    record = load_record(record_path, "onnx")
+    record = load_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes")
     if record is not None:
         log.info(
             "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
@@ -602,8 +605,8 @@ def prepare_model(
             seed=seed,
             opset=opset,
         )
-        write_json_atomic(tmp / EXPORT_RECORD, record)
-    return {**require_record(record_path, "onnx"), "cached": False}
+        write_json_atomic(tmp / EXPORT_RECORD, relative_paths(record, target, _EXPORT_PATHS))
+    return {**require_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes"), "cached": False}
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
+from .cache import sweep_stale_temps
 from .errors import InputError
 from .files import (
     atomic_path,
@@ -657,8 +658,8 @@ def prepare_inputs(
     # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
     # fingerprint that keys this cache.
     synthetic = is_generated(root)
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
+    record = _intact_record(record_path)
+    if record is not None:
         log.info(
             "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
             target,
@@ -666,19 +667,59 @@ def prepare_inputs(
             TRANSFORM_VERSION,
         )
         return {**record, "synthetic_data": synthetic, "cached": True}
+    record_path.unlink(missing_ok=True)  # damaged or from another work dir: preprocess redoes what is wrong
+    sweep_stale_temps(target)  # temp bins of a killed run
     # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
     # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
     result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
     record = {
         **result.to_dict(),
-        "bin_path": str(target),
+        "bin_path": ".",  # relative to the entry: a copied or moved work dir uses its own bins
         "root_path": str(root.resolve()),
         "dataset_fingerprint": fingerprint,
         "transform_version": TRANSFORM_VERSION,
         "key": key,
     }
     write_json_atomic(record_path, record)
-    return {**record, "synthetic_data": synthetic, "cached": False}
+    return {**record, "bin_path": str(target), "synthetic_data": synthetic, "cached": False}
+
+
+def _intact_record(record_path: Path) -> dict[str, Any] | None:
+    """The record of a complete, undamaged preprocessed-inputs entry (``bin_path`` absolute), else None.
+
+    Cheap check on every reuse (one directory listing): the manifest is there, every ``.bin`` has exactly
+    602,112 bytes, and there are as many as the record says were made. A bin truncated or deleted from
+    outside makes the entry be rebuilt in place, which redoes only the damaged bins.
+    """
+    target = record_path.parent
+    try:
+        record = json.loads(record_path.read_text())
+        stored = Path(record["bin_path"])
+        expected = int(record["num_images"]) - len(record.get("bad") or [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stored.is_absolute() and stored != target:
+        log.warning(
+            "Preprocessed inputs %s: record names %s (copied from another work dir?): rebuilding", target, stored
+        )
+        return None
+    if not (target / MANIFEST_NAME).is_file():
+        log.warning("Preprocessed inputs %s lack %s: rebuilding", target, MANIFEST_NAME)
+        return None
+    with os.scandir(target) as entries:
+        sizes = [e.stat().st_size for e in entries if e.name.endswith(".bin") and not e.name.startswith(".")]
+    wrong = sum(1 for size in sizes if size != BIN_BYTES)
+    if wrong or len(sizes) != expected:
+        log.warning(
+            "Preprocessed inputs %s are damaged (%d bins, %d of the wrong size; the record says %d): rebuilding "
+            "the damaged ones",
+            target,
+            len(sizes),
+            wrong,
+            expected,
+        )
+        return None
+    return {**record, "bin_path": str(target)}
 
 
 SKIPPED_NAMES_CAP = 200  # names kept in a results-DB row: a broken copy of 50,000 images must not bloat it
