@@ -281,6 +281,20 @@ def test_read_only_database_fails_check_writable_naming_the_url(tmp_path):
         subprocess.run(["umount", str(mount)], check=False)
 
 
+def test_read_only_database_that_needs_an_upgrade_is_a_clear_error(tmp_path):
+    mount = tmp_path / "ro"
+    if not _read_only_mount(mount):
+        pytest.skip("cannot mount a tmpfs here (needs root): the read-only file case is not exercised")
+    try:
+        url = f"sqlite:///{mount / 'old.db'}"
+        _fill_first_release(url)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(InputError, match=rf"cannot open the results database sqlite:///{mount}/old.db: .*readonly"):
+            ResultsStore(url)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
 def test_read_only_sqlite_uri_fails_check_writable(tmp_path):
     # Same check without mounting: SQLite's own read-only open mode.
     path = tmp_path / "results.db"
