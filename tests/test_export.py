@@ -354,7 +354,7 @@ def small_disk(tmp_path):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 def test_export_on_a_full_disk_says_no_space_and_leaves_nothing(small_disk, run_cli, capsys):

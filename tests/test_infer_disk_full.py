@@ -22,7 +22,7 @@ def tiny_disk(tmp_path):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): needs root")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 def test_infer_on_a_full_disk_says_no_space_and_leaves_only_whole_outputs(tmp_path: Path, tiny_disk: Path, capsys):

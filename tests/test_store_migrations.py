@@ -278,7 +278,7 @@ def test_read_only_database_fails_check_writable_naming_the_url(tmp_path):
         assert "readonly database" in message and "Nothing was computed yet" in message
         store.engine.dispose()
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 def test_read_only_database_that_needs_an_upgrade_is_a_clear_error(tmp_path):
@@ -292,7 +292,7 @@ def test_read_only_database_that_needs_an_upgrade_is_a_clear_error(tmp_path):
         with pytest.raises(InputError, match=rf"cannot open the results database sqlite:///{mount}/old.db: .*readonly"):
             ResultsStore(url)
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 def test_read_only_sqlite_uri_fails_check_writable(tmp_path):

@@ -223,7 +223,10 @@ class ResultsStore:
         self.schema_change: tuple[str | None, str] | None = None
         try:
             self.schema_change = self._ensure_schema()
-        except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
+        except BaseException as exc:
+            self.engine.dispose()  # no pooled connection (an open SQLite file) outlives a store that failed to open
+            if not isinstance(exc, DBAPIError):  # server down, wrong credentials, SQLite file in a missing folder
+                raise
             raise InputError(
                 f"cannot open the results database {self.describe()}: {_reason(exc)}. Check the URL "
                 f"{where} and that the database server is running and reachable (and, for SQLite, that "
