@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -192,6 +193,7 @@ def _alembic_config(connection: Any = None) -> Any:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The schema revision this code writes (the newest migration)."""
     from alembic.script import ScriptDirectory
