@@ -317,3 +317,59 @@ def test_cli_exports_twins_svt_large_from_checkpoint(tmp_path, run_cli, capsys):
     assert isinstance(session.get_inputs()[0].shape[0], str) and session.get_inputs()[0].shape[1:] == [3, 224, 224]
     got = session.run(["output"], {"input": np.zeros((3, 3, 224, 224), np.float32)})[0]
     assert got.shape == (3, 1000) and np.isfinite(got).all()
+
+
+# ------------------------------------------------------------------------------------ refusals, disk full
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+def test_malicious_checkpoint_refusal_says_why_whole(tmp_path, target):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": _RunsCode()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(target, path)
+    message = str(info.value)
+    assert "would run code on load" in message
+    assert re.search(r"the Python callable (posix|os)\.system \(", message), message
+    assert "refused without running anything" in message and "weights_only" not in message
+    assert message.rstrip().endswith("re-saved as its state dict only")  # nothing cut off
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, or a skip saying why there is none."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
+
+
+def test_export_on_a_full_disk_says_no_space_and_leaves_nothing(small_disk, run_cli, capsys):
+    out = small_disk / "model.onnx"
+    argv = ["pth2onnx", "--model", SMALL, "--random-init", "--output", str(out)]
+    assert run_cli(argv) == 1
+    err = capsys.readouterr().err
+    assert f"error: no space left on {small_disk} (No space left on device;" in err
+    assert "pass another --output" in err and "--opset" not in err
+    assert list(small_disk.iterdir()) == []  # no temp file
+
+
+def test_cached_export_on_a_full_disk_names_the_cache(small_disk):
+    from twins_tasks.export import prepare_model
+
+    with pytest.raises(InputError, match=rf"no space left on {small_disk} .*use another --work_dir"):
+        prepare_model(small_disk, model_name=SMALL, random_init=True)
+    assert list((small_disk / "onnx").iterdir()) == []  # the temp folder went with the failure

@@ -423,7 +423,7 @@ def small_disk(tmp_path):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -518,3 +518,10 @@ def test_folder_above_the_val_folder_is_refused(sample, tmp_path):
         InputError, match=r"is not an ImageNet-layout val folder: none of its 2 sub-folder\(s\) \(train, val\)"
     ):
         list_dataset(top)
+
+
+def test_disk_full_in_the_cache_says_which_work_dir(sample, small_disk):
+    from twins_tasks.preprocess import prepare_inputs
+
+    with pytest.raises(InputError, match=rf"no space left on {small_disk}/cache/bins/\w+ .*use another --work_dir"):
+        prepare_inputs(sample, small_disk / "cache", workers=1)

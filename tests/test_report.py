@@ -152,3 +152,9 @@ def test_results_command_lists_skips_and_failed_batch_sizes(tmp_path, capsys):
     assert (
         "partial/-" in line and "best bs 1 9.0 img/s" in line and "failed bs 8" in line and "3 image(s) skipped" in line
     )
+
+
+def test_render_flags_position_labels():
+    run = {"run_key": "r", "backend": "onnxruntime", "config": {"label_scheme": "folder-position"}}
+    assert "- NOTE: labels are positions among the sorted class folders" in render(run, [])
+    assert "labels are" not in render({**run, "config": {"label_scheme": "imagenet"}}, [])

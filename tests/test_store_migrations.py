@@ -278,7 +278,21 @@ def test_read_only_database_fails_check_writable_naming_the_url(tmp_path):
         assert "readonly database" in message and "Nothing was computed yet" in message
         store.engine.dispose()
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
+
+
+def test_read_only_database_that_needs_an_upgrade_is_a_clear_error(tmp_path):
+    mount = tmp_path / "ro"
+    if not _read_only_mount(mount):
+        pytest.skip("cannot mount a tmpfs here (needs root): the read-only file case is not exercised")
+    try:
+        url = f"sqlite:///{mount / 'old.db'}"
+        _fill_first_release(url)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(InputError, match=rf"cannot open the results database sqlite:///{mount}/old.db: .*readonly"):
+            ResultsStore(url)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
 
 
 def test_read_only_sqlite_uri_fails_check_writable(tmp_path):
@@ -339,3 +353,44 @@ def test_run_folder_is_created_exclusively(tmp_path):
     assert first.is_dir()
     with pytest.raises(InputError, match=r"run folder .*cli__x already exists"):
         create_run_dir(tmp_path / "runs", "cli__x")
+
+
+# --------------------------------------------------------------------------------------- concurrent opens
+
+
+def _open_concurrently(url: str, n: int = 4) -> list[str]:
+    """``n`` processes open (create or upgrade) the same database at once; return what each printed."""
+    code = (
+        "import sys; from twins_tasks.store import ResultsStore; s = ResultsStore(sys.argv[1]); "
+        "s.check_writable(); print(s.schema_revision())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(n)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(out.strip())
+    return results
+
+
+@pytest.mark.parametrize("start", ["new", "first release"])
+def test_processes_opening_one_sqlite_database_at_once_all_succeed(tmp_path, start):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    if start == "first release":
+        _fill_first_release(url)
+    assert _open_concurrently(url) == [head_revision()] * 4
+    if start == "first release":
+        assert ResultsStore(url).count_rows() == (3, 5)
+
+
+@pytest.mark.postgres
+def test_processes_opening_one_postgres_database_at_once_all_succeed(fresh_postgres_url):
+    _fill_first_release(fresh_postgres_url)
+    assert _open_concurrently(fresh_postgres_url) == [head_revision()] * 4
+    assert ResultsStore(fresh_postgres_url).count_rows() == (3, 5)

@@ -10,27 +10,153 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend
 from .errors import MissingOutputError
-from .files import atomic_dir, cached_sha256, sha256_json, write_json_atomic
+from .files import atomic_dir, cached_sha256, host_tag, sha256_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 COMPILE_RECORD = "compile.json"
 
 
-def load_record(record_path: Path, file_key: str) -> dict[str, Any] | None:
-    """A cache entry's record, if the entry is complete: the record exists and names a file that exists."""
+def _inside(path: Path, folder: Path) -> bool:
     try:
-        record = json.loads(record_path.read_text())
-        return record if Path(record[file_key]).is_file() else None
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def relative_paths(record: dict[str, Any], entry: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A record to store: the paths under ``keys`` made relative to the entry folder (which lives in the cache).
+
+    A copied or moved work dir then resolves them to its own files, never to the original's.
+    """
+    stored = dict(record)
+    for key in keys:
+        value = stored.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            stored[key] = os.path.relpath(value, entry)
+    return stored
+
+
+def _resolve_paths(record: dict[str, Any], entry: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """Paths under ``keys`` made absolute against ``entry``; None when one points outside it.
+
+    Records written before paths were stored relative hold absolute paths: one inside this entry is fine;
+    one elsewhere belongs to the work dir this cache was copied from, and the entry is rebuilt.
+    """
+    resolved = dict(record)
+    for key in keys:
+        value = resolved.get(key)
+        if not isinstance(value, str):
+            continue
+        path = Path(value)
+        if path.is_absolute():
+            if not _inside(path, entry):
+                return None
+        else:
+            path = entry / path
+        resolved[key] = str(path)
+    return resolved
+
+
+def load_record(
+    record_path: Path, file_key: str, *, path_keys: tuple[str, ...] = (), size_key: str | None = None
+) -> dict[str, Any] | None:
+    """A cache entry's record, if the entry is complete and intact; paths in it absolute.
+
+    Checked cheaply on every reuse: the record parses, the file it names (``file_key``, plus ``path_keys``) lies
+    in this entry, exists and, when the record holds its size (``size_key``), still has that size: an artifact
+    truncated from outside is rebuilt, not handed to the next step.
+    """
+    entry = record_path.parent
+    try:
+        record = _resolve_paths(json.loads(record_path.read_text()), entry, (file_key, *path_keys))
+        if record is None:
+            log.warning("Cache entry %s names files outside itself (copied from another work dir?)", entry)
+            return None
+        path = Path(record[file_key])
+        if not path.is_file():
+            return None
+        if size_key is not None and record.get(size_key) is not None and path.stat().st_size != record[size_key]:
+            log.warning(
+                "Cache entry %s is damaged: %s has %d bytes, its record says %d",
+                entry,
+                path.name,
+                path.stat().st_size,
+                record[size_key],
+            )
+            return None
+        return record
     except (OSError, ValueError, KeyError, TypeError):  # no record, or one edited into something else
         return None
+
+
+# Temp names made by files.atomic_dir / atomic_path: ".<name>.<host>-<pid>.<random>.tmp".
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+# Temp entries whose owner cannot be checked (another host, or names from before the owner was recorded) are
+# removed after this long: far longer than any export or compile runs.
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: str | Path, *, max_age_s: float = STALE_TEMP_SECONDS) -> list[str]:
+    """Remove hidden temp entries a killed run left in ``folder`` (one cache section); return their names.
+
+    A temp entry is stale when its owner process (host and pid are in its name) is dead on this host, or,
+    when its owner cannot be checked, when it has not changed for ``max_age_s``. A killed export leaves a
+    380 MB temp folder that nothing else would ever remove.
+    """
+    folder = Path(folder)
+    removed: list[str] = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return removed
+    host, now = host_tag(), time.time()
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        if match and match["host"] == host:
+            stale = not _pid_alive(int(match["pid"]))
+        else:
+            stale = age > max_age_s
+        if not stale:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(entry.name)
+    if removed:
+        log.warning(
+            "Removed %d temp entr%s left in %s by killed runs: %s",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+            folder,
+            ", ".join(sorted(removed)[:5]),
+        )
+    return removed
 
 
 def discard_incomplete(target: Path) -> None:
@@ -50,9 +176,11 @@ def discard_incomplete(target: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def require_record(record_path: Path, file_key: str) -> dict[str, Any]:
+def require_record(
+    record_path: Path, file_key: str, *, path_keys: tuple[str, ...] = (), size_key: str | None = None
+) -> dict[str, Any]:
     """The record of an entry just built (or built by a concurrent run that won the rename)."""
-    record = load_record(record_path, file_key)
+    record = load_record(record_path, file_key, path_keys=path_keys, size_key=size_key)
     if record is None:
         raise MissingOutputError(
             f"cache entry {record_path.parent} is incomplete right after it was built: "
@@ -81,9 +209,11 @@ def compile_cached(
     """
     model = Path(model)
     key = compile_key(backend, model, batch_size)
-    target = Path(cache_root) / "compiled" / f"{backend.name}_bs{batch_size}_{key}"
+    section = Path(cache_root) / "compiled"
+    sweep_stale_temps(section)
+    target = section / f"{backend.name}_bs{batch_size}_{key}"
     record_path = target / COMPILE_RECORD
-    record = load_record(record_path, "artifact")
+    record = load_record(record_path, "artifact", size_key="artifact_size")
     if record is not None:
         log.info(
             "Reusing compiled artifact %s (model hash, batch size %d and %s options unchanged; "
@@ -98,7 +228,10 @@ def compile_cached(
     with atomic_dir(target) as tmp:
         result = backend.compile(model, batch_size, tmp, name=name)
         record = result.to_dict()
-        record["artifact"] = str(target / Path(result.artifact).relative_to(tmp))
+        built = Path(result.artifact)
+        record["artifact"] = str(built.relative_to(tmp))  # relative to the entry: a moved cache stays valid
+        if built.is_file():  # else require_record below says the backend wrote nothing
+            record["artifact_size"] = built.stat().st_size
         record["key"] = key
         write_json_atomic(tmp / COMPILE_RECORD, record)
-    return {**require_record(record_path, "artifact"), "cached": False}
+    return {**require_record(record_path, "artifact", size_key="artifact_size"), "cached": False}

@@ -24,9 +24,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .cache import discard_incomplete, load_record, require_record
+from .cache import discard_incomplete, load_record, relative_paths, require_record, sweep_stale_temps
 from .errors import CheckpointError, InputError, ParityError, ToolError
-from .files import atomic_dir, atomic_path, cached_sha256, check_output_file, sha256_json, write_json_atomic
+from .files import (
+    atomic_dir,
+    atomic_path,
+    cached_sha256,
+    check_output_file,
+    is_no_space,
+    no_space_is_input_error,
+    sha256_json,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +46,7 @@ DEFAULT_OPSET = 11  # the recipe's opset; works with torch 2.14's TorchScript ex
 EXAMPLE_BATCH = 2  # >1 so that a batch size the tracer folded into a constant shows up in the batch-1 check
 _LIST = 10  # how many key names an error message lists per kind
 EXPORT_RECORD = "export.json"  # the ONNX cache entry's completion record (see prepare_model)
+_EXPORT_PATHS = ("onnx", "parity_json")  # stored in it relative to the cache entry
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -84,14 +94,32 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"{len(keys)} {title}: {shown}{more}"
 
 
+# How torch names the callable a weights-only load refused, across versions:
+# "Unsupported global: GLOBAL os.system was not an allowed global by default" (2.4-2.5) and
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked." (2.6+).
+_BLOCKED_GLOBAL = re.compile(
+    r"[Uu]nsupported (?:global: )?GLOBAL (?P<name>\S+?)(?=[\s,.]*(?:was|whose|$))(?P<rest>[^\n.]*)"
+)
+
+
 def _short_error(exc: BaseException) -> str:
-    """torch.load's errors run to paragraphs with terminal colours: keep the line that says what is wrong."""
+    """torch.load's errors run to paragraphs with terminal colours: keep what says what is wrong, whole.
+
+    A weights-only refusal becomes "would run code on load" with the blocked callable (e.g. ``posix.system``);
+    torch's own first line is cut off and advises re-running with ``weights_only=False``, which is how such a
+    file runs its code.
+    """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    unsupported = re.search(r"Unsupported global: GLOBAL \S+", text)
-    if unsupported:
-        return unsupported.group(0)
+    blocked = _BLOCKED_GLOBAL.search(text)
+    if blocked:
+        detail = blocked.group(0).strip().rstrip(".")
+        return (
+            f"it would run code on load: it asks for the Python callable {blocked['name']} ({detail}), which a "
+            "checkpoint of weights never needs; it was refused without running anything. Load it only if you "
+            "trust its source"
+        )
     first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}: {first[:200]}"
+    return f"{type(exc).__name__}: {first}"
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
@@ -361,6 +389,27 @@ def parity_line(parity: Mapping[str, Any]) -> str:
 def export_onnx(
     output: str | Path,
     *,
+    space_on: str | Path | None = None,
+    space_advice: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export and check (see :func:`_export_onnx` for ``options`` and the record); a full disk ends in one clear
+    :class:`InputError`: "no space left on <space_on>" (default: the output's folder), with ``space_advice``.
+
+    The ONNX file is written under a temp name and removed when the write fails: nothing half-written stays.
+    """
+    where = Path(space_on) if space_on is not None else Path(output).parent
+    advice = space_advice or (
+        "free space there (twins_svt_large's ONNX file is about 380 MiB, written whole before it is renamed) "
+        "or pass another --output"
+    )
+    with no_space_is_input_error(where, advice):
+        return _export_onnx(output, **options)
+
+
+def _export_onnx(
+    output: str | Path,
+    *,
     model_name: str = DEFAULT_MODEL,
     resume: str | Path | None = None,
     random_init: bool = False,
@@ -418,6 +467,8 @@ def export_onnx(
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 )
         except Exception as exc:
+            if is_no_space(exc):  # not the exporter's fault: another opset would fail the same way
+                raise
             raise ToolError(
                 f"torch.onnx.export of {model_name} at opset {opset} failed: {exc}; try another "
                 "--opset (17 is known to work with this torch)"
@@ -519,9 +570,11 @@ def prepare_model(
             "exporter": {k: versions.get(k) for k in ("torch", "timm", "onnx", "twins-tasks")},
         }
     )[:16]
-    target = Path(cache_root) / "onnx" / f"{model_name}_{key}"
+    section = Path(cache_root) / "onnx"
+    sweep_stale_temps(section)  # a killed export leaves ~380 MB under a temp name
+    target = section / f"{model_name}_{key}"
     record_path = target / EXPORT_RECORD
-    record = load_record(record_path, "onnx")
+    record = load_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes")
     if record is not None:
         log.info(
             "Reusing ONNX model %s (%s; checkpoint hash and export options unchanged; parity was max abs diff %.2e)",
@@ -534,6 +587,8 @@ def prepare_model(
     with atomic_dir(target) as tmp:
         record = export_onnx(
             tmp / f"{model_name}.onnx",
+            space_on=Path(cache_root),
+            space_advice="free space in the cache (about 380 MiB per exported model) or use another --work_dir",
             model_name=model_name,
             resume=resume,
             random_init=random_init,
@@ -550,8 +605,8 @@ def prepare_model(
             seed=seed,
             opset=opset,
         )
-        write_json_atomic(tmp / EXPORT_RECORD, record)
-    return {**require_record(record_path, "onnx"), "cached": False}
+        write_json_atomic(tmp / EXPORT_RECORD, relative_paths(record, target, _EXPORT_PATHS))
+    return {**require_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes"), "cached": False}
 
 
 # ----------------------------------------------------------------------------------------------- CLI

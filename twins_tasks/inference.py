@@ -13,9 +13,14 @@ import argparse
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .files import check_output_dir, check_output_file, write_json_atomic
+from .errors import InputError
+from .files import check_output_dir, check_output_file, is_no_space, no_space_is_input_error, write_json_atomic
 from .layout import OUTPUT_FORMATS
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, InferResult
 
 # The DAG's batch_sizes Param range (and pipeline.parse_batch_sizes'): bs 100000 would try to allocate 56 GiB.
 MIN_BATCH_SIZE, MAX_BATCH_SIZE = 1, 256
@@ -83,6 +88,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_infer_main, _parser=i)
 
 
+def infer_checked(
+    backend: Backend,
+    artifact: Path,
+    inputs: str | Path,
+    batch_size: int,
+    output: Path,
+    output_dirname: str,
+    outfmt: str = "BIN",
+) -> InferResult:
+    """``backend.infer`` with a full disk ending in "no space left on <output>/<output_dirname>" (InputError).
+
+    The outputs already written are whole files (written under temp names and renamed); the temp file of the
+    output being written when the disk filled is removed here, so the folder holds only real outputs.
+    """
+    out_dir = Path(output) / output_dirname
+    try:
+        with no_space_is_input_error(
+            out_dir, "free space there (one TXT output is about 9 KB, BIN/NPY 4 KB) or pass another --output"
+        ):
+            return backend.infer(artifact, inputs, batch_size, output, output_dirname, outfmt=outfmt)
+    except InputError as exc:
+        if isinstance(exc.__cause__, OSError) and is_no_space(exc.__cause__) and out_dir.is_dir():
+            for leftover in out_dir.glob(".*.tmp"):  # layout.write_output's temp names
+                leftover.unlink(missing_ok=True)
+        raise
+
+
 def _compile_main(args: argparse.Namespace) -> int:
     from .backends import backend_from_args
 
@@ -111,7 +143,9 @@ def _infer_main(args: argparse.Namespace) -> int:
     check_output_dir(Path(args.output) / dirname, "--output/--output_dirname")
     check_output_file(args.json_path, "--json")
     backend = backend_from_args(args)
-    result = backend.infer(Path(args.model), args.input, args.batchsize, Path(args.output), dirname, outfmt=args.outfmt)
+    result = infer_checked(
+        backend, Path(args.model), args.input, args.batchsize, Path(args.output), dirname, outfmt=args.outfmt
+    )
     compute = result.summary.get("NPU_compute_time", {})
     print(
         f"{result.num_inputs} inputs -> {result.num_outputs} outputs in {result.output_dir} ({args.outfmt}), "

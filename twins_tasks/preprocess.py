@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from . import BIN_BYTES, IMAGE_SIZE, MEAN, RESIZE_SIZE, STD
+from .cache import sweep_stale_temps
 from .errors import InputError
 from .files import (
     atomic_path,
@@ -404,26 +405,46 @@ def _bin_is_current(
         return False
 
 
-def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None]:
-    """Worker: transform ``source`` into ``target``; return (index, None) or (index, why it cannot be read).
+# Set in pool workers: once one of them cannot write (disk full), the others skip their remaining tasks.
+_STOP: Any = None
 
-    Only decoding errors become a reason; a failure to write the bin (disk full) is raised, not excused.
+
+def _init_worker(stop: Any) -> None:
+    """Pool initializer. Airflow's task runner makes forked children ignore SIGTERM, which would hang
+    Pool.terminate(): workers get the default handler back."""
+    global _STOP
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _STOP = stop
+
+
+def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None, OSError | None]:
+    """Worker: transform ``source`` into ``target``; return (index, why it cannot be read, write error).
+
+    Only decoding errors become a reason; a failure to write the bin (disk full) comes back as the third item
+    (a value, not an exception: the pool then ends with close/join instead of terminate, which can hang).
     A source that cannot be decoded loses the bin an earlier version of it left: inference reads every
     .bin of the folder and would otherwise score the old picture.
     """
     index, source, target = task
+    if _STOP is not None and _STOP.is_set():
+        return index, None, OSError("stopped: another worker could not write")
     try:
         array = transform_image(source)
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         Path(target).unlink(missing_ok=True)
         if os.path.islink(source) and not os.path.exists(source):
-            return index, f"dangling symlink or symlink loop (-> {os.readlink(source)}): {type(exc).__name__}"
-        return index, f"{type(exc).__name__}: {exc}"
-    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-        # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
-        # ("150528 requested and 124928 written"), which cannot be told apart from other failures.
-        fh.write(array.tobytes())
-    return index, None
+            return index, f"dangling symlink or symlink loop (-> {os.readlink(source)}): {type(exc).__name__}", None
+        return index, f"{type(exc).__name__}: {exc}", None
+    try:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
+            # ("150528 requested and 124928 written"), which cannot be told apart from other failures.
+            fh.write(array.tobytes())
+    except OSError as exc:
+        if _STOP is not None:
+            _STOP.set()
+        return index, None, exc
+    return index, None, None
 
 
 def _default_workers() -> int:
@@ -434,28 +455,46 @@ def _default_workers() -> int:
 
 
 def _run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple[int, str | None]]:
+    """(index, reason it cannot be decoded or None) per task; the first write error is raised at the end.
+
+    The pool is always ended with close/join (workers skip their remaining tasks once one write failed),
+    never terminate: terminating a pool whose workers are mid-write has been seen to hang.
+    """
+    failure: OSError | None = None
     if workers <= 1 or len(tasks) <= 1:
-        yield from map(_convert_one, tasks)
+        for index, reason, error in map(_convert_one, tasks):
+            if error is not None:
+                raise error
+            yield index, reason
         return
+    ctx = multiprocessing.get_context()
+    stop = ctx.Event()
     try:
-        # Airflow's task runner makes forked children ignore SIGTERM; Pool.terminate() would then hang on
-        # join. Workers get the default handler back, and a successful run closes instead of terminating.
-        pool = multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(stop,))
     except AssertionError as exc:  # "daemonic processes are not allowed to have children"
         log.warning("Cannot start worker processes here (%s): preprocessing in this process", exc)
-        yield from map(_convert_one, tasks)
+        yield from _run_tasks(tasks, 1)
         return
     # Chunks amortise the inter-process round trip; small enough that progress keeps moving.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     try:
-        yield from pool.imap_unordered(_convert_one, tasks, chunksize=chunksize)
-    except BaseException:
+        for index, reason, error in pool.imap_unordered(_convert_one, tasks, chunksize=chunksize):
+            if error is not None:
+                # Keep the real write error, not a worker's "stopped" note that may arrive before it.
+                if failure is None or (failure.errno is None and error.errno is not None):
+                    failure = error
+                stop.set()
+                continue
+            if failure is None:
+                yield index, reason
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): don't wait for the remaining images
         pool.terminate()
-        raise
-    else:
-        pool.close()
-    finally:
         pool.join()
+        raise
+    pool.close()
+    pool.join()
+    if failure is not None:
+        raise failure
 
 
 def preprocess(
@@ -465,6 +504,7 @@ def preprocess(
     workers: int | None = None,
     limit: int | None = None,
     skip_bad: bool = False,
+    space_advice: str | None = None,
 ) -> PreprocessResult:
     """Write ``<stem>.bin`` for every image of ``root_path`` into ``bin_path``, then the manifest and classes.
 
@@ -474,6 +514,7 @@ def preprocess(
 
     :param workers: processes to use (default: every available core; 1 = in this process).
     :param limit: preprocess a round-robin subset of this many images (see :func:`list_dataset`).
+    :param space_advice: what to do when the disk fills (the message names ``bin_path`` either way).
     """
     start = time.perf_counter()
     if workers is not None and workers < 1:
@@ -490,7 +531,9 @@ def preprocess(
             classes[0],
             len(classes) - 1,
         )
-    advice = "free space there (each image needs 602,112 bytes) or pass another --bin_path; complete bins are kept"
+    advice = space_advice or (
+        "free space there (each image needs 602,112 bytes) or pass another --bin_path; complete bins are kept"
+    )
     with no_space_is_input_error(out, advice):
         return _preprocess(out, root_path, classes, items, label_scheme, workers, skip_bad, start)
 
@@ -657,8 +700,8 @@ def prepare_inputs(
     # Read from the dataset on every call, not kept in the record: the marker is a dot file, outside the
     # fingerprint that keys this cache.
     synthetic = is_generated(root)
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
+    record = _intact_record(record_path)
+    if record is not None:
         log.info(
             "Reusing preprocessed inputs %s (%d images): dataset fingerprint and transform version %s unchanged",
             target,
@@ -666,19 +709,67 @@ def prepare_inputs(
             TRANSFORM_VERSION,
         )
         return {**record, "synthetic_data": synthetic, "cached": True}
+    record_path.unlink(missing_ok=True)  # damaged or from another work dir: preprocess redoes what is wrong
+    sweep_stale_temps(target)  # temp bins of a killed run
     # Not built under a temp name: preprocess writes each .bin atomically and skips complete ones, so an
     # interrupted 50,000-image run resumes here instead of starting over. The record marks completion.
-    result = preprocess(root, target, workers=workers, limit=limit, skip_bad=skip_bad)
+    result = preprocess(
+        root,
+        target,
+        workers=workers,
+        limit=limit,
+        skip_bad=skip_bad,
+        space_advice="free space in the work dir's cache (602,112 bytes per image) or use another --work_dir; "
+        "complete bins are kept and reused",
+    )
     record = {
         **result.to_dict(),
-        "bin_path": str(target),
+        "bin_path": ".",  # relative to the entry: a copied or moved work dir uses its own bins
         "root_path": str(root.resolve()),
         "dataset_fingerprint": fingerprint,
         "transform_version": TRANSFORM_VERSION,
         "key": key,
     }
     write_json_atomic(record_path, record)
-    return {**record, "synthetic_data": synthetic, "cached": False}
+    return {**record, "bin_path": str(target), "synthetic_data": synthetic, "cached": False}
+
+
+def _intact_record(record_path: Path) -> dict[str, Any] | None:
+    """The record of a complete, undamaged preprocessed-inputs entry (``bin_path`` absolute), else None.
+
+    Cheap check on every reuse (one directory listing): the manifest is there, every ``.bin`` has exactly
+    602,112 bytes, and there are as many as the record says were made. A bin truncated or deleted from
+    outside makes the entry be rebuilt in place, which redoes only the damaged bins.
+    """
+    target = record_path.parent
+    try:
+        record = json.loads(record_path.read_text())
+        stored = Path(record["bin_path"])
+        expected = int(record["num_images"]) - len(record.get("bad") or [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stored.is_absolute() and stored != target:
+        log.warning(
+            "Preprocessed inputs %s: record names %s (copied from another work dir?): rebuilding", target, stored
+        )
+        return None
+    if not (target / MANIFEST_NAME).is_file():
+        log.warning("Preprocessed inputs %s lack %s: rebuilding", target, MANIFEST_NAME)
+        return None
+    with os.scandir(target) as entries:
+        sizes = [e.stat().st_size for e in entries if e.name.endswith(".bin") and not e.name.startswith(".")]
+    wrong = sum(1 for size in sizes if size != BIN_BYTES)
+    if wrong or len(sizes) != expected:
+        log.warning(
+            "Preprocessed inputs %s are damaged (%d bins, %d of the wrong size; the record says %d): rebuilding "
+            "the damaged ones",
+            target,
+            len(sizes),
+            wrong,
+            expected,
+        )
+        return None
+    return {**record, "bin_path": str(target)}
 
 
 SKIPPED_NAMES_CAP = 200  # names kept in a results-DB row: a broken copy of 50,000 images must not bloat it

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import DEFAULT_MODEL, IMAGE_SIZE
+from .cache import sweep_stale_temps
 from .errors import InputError, MissingOutputError, ParityError
 from .files import atomic_path, check_output_file, sha256_json, write_json_atomic
 from .layout import find_outputs, list_inputs, load_input, read_output
@@ -262,10 +264,16 @@ def prepare_reference(
 ) -> dict[str, Any]:
     """PyTorch reference logits for the first ``limit`` inputs (cached by weights + inputs + limit)."""
     key = sha256_json({"inputs": inputs["key"], "model": model["key"], "limit": limit})[:16]
-    path = Path(cache_root) / "reference" / f"{key}.npz"
+    section = Path(cache_root) / "reference"
+    sweep_stale_temps(section)
+    path = section / f"{key}.npz"
     if path.is_file():
-        log.info("Reusing PyTorch reference logits %s", path)
-        return {"reference": str(path), "limit": limit, "cached": True}
+        # Cheap integrity check: an .npz is a zip whose directory sits at its end, so a truncated one fails.
+        if zipfile.is_zipfile(path):
+            log.info("Reusing PyTorch reference logits %s", path)
+            return {"reference": str(path), "limit": limit, "cached": True}
+        log.warning("PyTorch reference logits %s are damaged (not a complete .npz): rebuilding them", path)
+        path.unlink(missing_ok=True)
     record = reference_logits(
         Path(inputs["bin_path"]),
         path,

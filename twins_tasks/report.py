@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import InputError
+from .labels import LABEL_SCHEME_TEXT, POSITION
 
 # Published numbers from the recipe (shared/toolchain-contract.md), img/s per batch size.
 BASELINE_PRESETS: dict[str, dict[int, float]] = {
@@ -146,6 +147,11 @@ def render(
         )
     if (run.get("config") or {}).get("synthetic_data"):
         parts.append("- NOTE: generated images, not ImageNet.")
+    if (run.get("config") or {}).get("label_scheme") == POSITION:
+        parts.append(
+            f"- NOTE: labels are {LABEL_SCHEME_TEXT[POSITION]}: top-1 means something only for a model "
+            "trained on these folders in this order."
+        )
     if run.get("num_skipped"):
         shown = list(run.get("skipped_images") or [])[:_SKIPPED_SHOWN]
         rest = int(run["num_skipped"]) - len(shown)

@@ -2,16 +2,25 @@
 
 Any SQLAlchemy URL works (SQLite embedded by default, PostgreSQL in deployment). Writes are idempotent
 upserts on natural keys: recording the same run twice leaves exactly one set of rows.
+
+The schema is versioned with Alembic (``twins_tasks/migrations``). Opening a database whose schema is older
+upgrades it in place, keeping every row (a new database is created and stamped at the newest revision);
+``twins results --upgrade [--url URL]`` does only that, as one explicit command for deployments.
+Call :meth:`ResultsStore.check_writable` before long work: a read-only or unreachable database then fails
+first, not after hours of compute.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,7 @@ from .migrations import BASE_REVISION, SCRIPT_LOCATION
 log = logging.getLogger(__name__)
 
 URL_ENV = "TWINS_RESULTS_URL"
+_SCHEMA_LOCK_KEY = 0x7477696E73  # "twins": the PostgreSQL advisory lock taken while the schema changes
 DEFAULT_SQLITE_NAME = "twins_results.db"
 
 
@@ -183,6 +193,7 @@ def _alembic_config(connection: Any = None) -> Any:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The schema revision this code writes (the newest migration)."""
     from alembic.script import ScriptDirectory
@@ -212,19 +223,17 @@ class ResultsStore:
         self._where = where
         # (from, to) when this open changed the schema; from is None for a database created just now.
         self.schema_change: tuple[str | None, str] | None = None
-        for attempt in (1, 2):
-            try:
-                self.schema_change = self._ensure_schema()
-                break
-            except DBAPIError as exc:  # server down, wrong credentials, SQLite file in a missing folder
-                # Two processes creating or upgrading one new database at once: the loser's view is stale
-                # (SQLite "database is locked", PostgreSQL duplicate table); the second pass sees the result.
-                if attempt == 2 or exc.connection_invalidated:
-                    raise InputError(
-                        f"cannot open the results database {self.describe()}: {_reason(exc)}. Check the URL "
-                        f"{where} and that the database server is running and reachable (and, for SQLite, that "
-                        f"the file and its folder are writable)"
-                    ) from exc
+        try:
+            self.schema_change = self._ensure_schema()
+        except BaseException as exc:
+            self.engine.dispose()  # no pooled connection (an open SQLite file) outlives a store that failed to open
+            if not isinstance(exc, DBAPIError):  # server down, wrong credentials, SQLite file in a missing folder
+                raise
+            raise InputError(
+                f"cannot open the results database {self.describe()}: {_reason(exc)}. Check the URL "
+                f"{where} and that the database server is running and reachable (and, for SQLite, that "
+                f"the file and its folder are writable)"
+            ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _ensure_schema(self) -> tuple[str | None, str] | None:
@@ -240,9 +249,14 @@ class ResultsStore:
         from alembic.util import CommandError
 
         head = head_revision()
-        with self.engine.begin() as conn:
+        if self.schema_revision() == head:  # the nightly case: no lock, one small query
+            return None
+        # Two runs opening one new (or old) database at once must not both create or upgrade it.
+        with self._schema_lock(), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # held until this transaction ends; DDL is transactional
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             current = MigrationContext.configure(conn).get_current_revision()
-            if current == head:
+            if current == head:  # another process did it while this one waited
                 return None
             config = _alembic_config(conn)
             if current is not None:
@@ -267,6 +281,31 @@ class ResultsStore:
                 "Upgraded the results database %s from schema revision %s to %s (rows kept)", self.describe(), was, head
             )
             return was, head
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """For a SQLite file, an exclusive lock on ``<file>.schema-lock`` while the schema is created or upgraded.
+
+        SQLite commits each CREATE TABLE on its own (pysqlite does not wrap DDL in the transaction), so another
+        process could see tables without their ``alembic_version`` stamp and try to upgrade them. Where the
+        lock file cannot be made (a read-only folder) no one can change the schema there anyway.
+        """
+        database = make_url(self.url).database if self.engine.dialect.name == "sqlite" else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        import fcntl
+
+        try:
+            handle = open(f"{database}.schema-lock", "a")
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            handle.close()  # releases the lock
 
     def schema_revision(self) -> str | None:
         """The revision the database is stamped with (None: no ``alembic_version`` table)."""
