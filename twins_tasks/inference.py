@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 from .errors import InputError
 from .files import check_output_dir, check_output_file, is_no_space, no_space_is_input_error, write_json_atomic
 from .layout import OUTPUT_FORMATS
+from .recipe import MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
     from .backends.base import Backend, InferResult
 
 # The DAG's batch_sizes Param range (and pipeline.parse_batch_sizes'): bs 100000 would try to allocate 56 GiB.
-MIN_BATCH_SIZE, MAX_BATCH_SIZE = 1, 256
+MIN_BATCH_SIZE = 1
 
 
 def batch_size_arg(text: str) -> int:

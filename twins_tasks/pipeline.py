@@ -27,7 +27,8 @@ from .cache import compile_cached
 from .errors import InputError, MissingOutputError, TwinsError
 from .export import prepare_model
 from .files import create_run_dir, sha256_json, write_json_atomic, write_text_atomic
-from .preprocess import prepare_inputs
+from .inference import infer_checked
+from .preprocess import prepare_inputs, skipped_fields
 from .recipe import RecipeConfig, add_recipe_arguments
 from .records import PlanRecord, RecordedRun
 from .reference import prepare_reference
@@ -166,7 +167,8 @@ def infer_step(
     partial = f"{name}.partial"  # a plain name: ais_bench (and our validation) reject a leading dot
     shutil.rmtree(result_root / partial, ignore_errors=True)  # a killed earlier attempt's leftovers
     with on_chip(backend, device_ids, f"{purpose} bs{batch_size} infer".strip()) as (on, where):
-        result = on.infer(Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
+        # A full disk: "no space left on <folder>", and no half-written output left behind.
+        result = infer_checked(on, Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
     final = result_root / name
     shutil.rmtree(final, ignore_errors=True)
     os.rename(result_root / partial, final)
@@ -421,6 +423,7 @@ def build_run(
         "backend": backend.get("backend"),
         "soc_version": backend.get("soc_version"),
         "synthetic_data": bool(inputs.get("synthetic_data")),
+        "label_scheme": inputs.get("label_scheme"),
         **options,
     }
     return {
@@ -443,6 +446,7 @@ def build_run(
         "num_images": inputs["num_images"],
         "versions": {**software_versions(), **backend.get("versions", {})},
         "status": "success",
+        **skipped_fields(inputs),
         "started_at": started_at,
         "finished_at": finished_at,
     }
