@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from . import DEFAULT_MODEL
-from .backends.ascend.options import PRECISION_MODES
 from .errors import InputError
 from .layout import OUTPUT_FORMATS
 from .regression import Thresholds
 
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 MAX_BATCH_SIZE = 256
-# atc --precision_mode values (backends/ascend/options.py); None = the recipe's command, which passes none.
+# atc --precision_mode values (shared/toolchain-contract.md); None = the recipe's command, which passes none.
+PRECISION_MODES = ("force_fp16", "allow_mix_precision", "allow_fp32_to_fp16", "must_keep_origin_dtype", "force_fp32")
 # The DAG form's spelling of "pass no --precision_mode".
 RECIPE_DEFAULT_PRECISION = "recipe default"
 BACKEND_NAMES = ("auto", "ascend", "onnxruntime")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import InputError
+from ...recipe import PRECISION_MODES
 from .. import DEFAULT_CANN_ENV
 
-PRECISION_MODES = ("force_fp16", "allow_mix_precision", "allow_fp32_to_fp16", "must_keep_origin_dtype", "force_fp32")
 OP_SELECT_IMPLMODES = ("high_precision", "high_performance")
 OUTPUT_TYPES = ("FP32", "FP16", "UINT8", "INT8")
 # Ascend310, Ascend310P3, Ascend910B3, Ascend910_9391 ...: a word, never a path or an option.
