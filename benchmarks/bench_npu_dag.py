@@ -19,16 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,38 +37,15 @@ BATCH_SIZES = [1, 4, 8, 16, 32, 64]
 GOAL = 0.4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    def __init__(self, base: str, password: str) -> None:
-        self.base = base
-        self.token = ""
-        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.base}{path}", data=json.dumps(body).encode() if body is not None else None, method=method
-        )
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-
-    def run_dag(self, conf: dict[str, Any], timeout_s: float) -> tuple[str, float, str]:
-        run_id = self.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
-        quoted = urllib.parse.quote(run_id, safe="")
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            run = self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}")
-            if run["state"] in ("success", "failed"):
-                return run_id, time.monotonic() - started, run["state"]
-            time.sleep(1)
-        return run_id, time.monotonic() - started, "timeout"
+def run_dag(api: airflow_local.RestClient, conf: dict[str, Any], timeout_s: float) -> tuple[str, float, str]:
+    """Trigger a run as the UI does; (run id, seconds from trigger to its end, final state)."""
+    started = time.monotonic()
+    run_id = api.trigger(conf)
+    try:
+        state = api.wait(run_id, timeout_s)["state"]
+    except TimeoutError:
+        state = "timeout"
+    return run_id, time.monotonic() - started, state
 
 
 def main() -> int:
@@ -94,21 +65,10 @@ def main() -> int:
     from twins_tasks.sample import make_sample
 
     make_sample(data, classes=2, per_class=max(1, args.images // 2), seed=0)
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    port = airflow_local.free_port()
+    settings = {
         "AIRFLOW__CORE__PARALLELISM": "16",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "16",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "TWINS_WORK_DIR": str(work),
         "TWINS_NPU_QUEUE": "default",
@@ -120,22 +80,16 @@ def main() -> int:
         "FAKE_NPU_LOCK_DIR": str(base / "npu-locks"),
         "TWINS_LEASE_DIR": str(base / "leases"),
         "TWINS_DOUBLES_LOG": str(base / "doubles.jsonl"),
-        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
     }
-    airflow = airflow_local.AIRFLOW
-    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    env = airflow_local.airflow_env(home, api_port=port, executor="LocalExecutor", repo=REPO, **settings)
+    airflow_local.airflow_cli(env, "db", "migrate")
     for pool, slots in (("ascend_npu", "4"), ("ascend_compile", str(len(BATCH_SIZES)))):
-        subprocess.run([*airflow, "pools", "set", pool, slots, pool], env=env, check=True, capture_output=True)
+        airflow_local.airflow_cli(env, "pools", "set", pool, slots, pool)
     pids = airflow_local.start(airflow_local.components(api_port=port), env, state)
     try:
         airflow_local.wait_healthy(f"http://127.0.0.1:{port}", pids, state)
-        api = Api(f"http://127.0.0.1:{port}", airflow_local.admin_password(home))
-        for _ in range(120):
-            try:
-                api.call("GET", f"/api/v2/dags/{DAG_ID}")
-                break
-            except urllib.error.HTTPError:
-                time.sleep(1)
+        api = airflow_local.RestClient(f"http://127.0.0.1:{port}", airflow_local.admin_password(home), DAG_ID)
+        api.wait_for_dag()
         conf = {
             "dataset_path": str(data),
             "backend": "ascend",
@@ -147,14 +101,14 @@ def main() -> int:
             "max_throughput_drop_pct": 1000.0,
         }
         print("warm-up run (preprocess, ONNX export; not timed) ...", flush=True)
-        _, seconds, outcome = api.run_dag({**conf, "batch_sizes": [1], "perf_loops": 1, "perf_rounds": 1}, 1800)
+        _, seconds, outcome = run_dag(api, {**conf, "batch_sizes": [1], "perf_loops": 1, "perf_rounds": 1}, 1800)
         print(f"  {outcome} in {seconds:.0f} s", flush=True)
         if outcome != "success":
             raise SystemExit(f"the warm-up run ended {outcome}; logs under {home / 'logs'}")
         results = []
         for chips in chips_list:
             shutil.rmtree(work / "cache" / "compiled", ignore_errors=True)  # every timed run compiles with atc
-            run_id, seconds, outcome = api.run_dag({**conf, "device_ids": list(range(chips))}, 1800)
+            run_id, seconds, outcome = run_dag(api, {**conf, "device_ids": list(range(chips))}, 1800)
             from twins_tasks.store import ResultsStore
 
             run = ResultsStore(f"sqlite:///{home / 'twins_results.db'}").get_run(run_id) or {"batches": []}

@@ -424,36 +424,14 @@ def twins_svt_l_validation():
         recorded: dict[str, Any], rows: list[dict[str, Any]], planned: dict[str, Any], params: dict[str, Any]
     ) -> str:
         """Fail when accuracy or throughput dropped beyond thresholds and noise, or when a batch size failed."""
-        from twins_tasks.backends import get_backend
-        from twins_tasks.pipeline import perf_step
-        from twins_tasks.regression import check_regression
+        from twins_tasks.pipeline import regression_step
 
-        config = _config(params)
-        artifacts = {r["batch_size"]: r["artifact"] for r in rows if r.get("status") == "ok"}
-
-        def remeasure(batch_size: int) -> dict[str, Any]:
-            backend = get_backend(planned["backend"], **planned["backend_options"])
-            log.info("Re-measuring bs%d before calling it a regression", batch_size)
-            return perf_step(
-                backend,
-                artifacts[batch_size],
-                batch_size,
-                loop=config.perf_loops,
-                rounds=config.perf_rounds,
-                device_ids=planned["device_ids"],
-                purpose=f"{recorded['run_key']} re-measure",
-            )
-
-        outcome = check_regression(
-            _store(), recorded["run_key"], recorded["config_key"], config.thresholds, remeasure=remeasure
-        )
+        outcome = regression_step(_store(), _config(params), planned, recorded, rows)
         log.info("%s", outcome.text())
         if not outcome.ok:
             problems = outcome.regressions + [f"bs{bs} has no result: {e}" for bs, e in outcome.incomplete.items()]
-            raise AirflowFailException(
-                f"{len(problems)} problem(s) (compared with run {outcome.previous_run_key}):\n  "
-                + "\n  ".join(problems)
-            )
+            compared = f"compared with run {outcome.previous_run_key}" if outcome.previous_run_key else "first run"
+            raise AirflowFailException(f"{len(problems)} problem(s) ({compared}):\n  " + "\n  ".join(problems))
         return outcome.status
 
     scored = accuracy(chains, inputs, model, planned)

@@ -15,14 +15,18 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 AIRFLOW = [sys.executable, "-m", "airflow"]
 
@@ -32,6 +36,42 @@ class Component:
     name: str
     argv: list[str]
     env: dict[str, str] | None = None  # added to the common environment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow_env(home: Path, *, api_port: int, executor: str, repo: Path, **settings: str) -> dict[str, str]:
+    """The environment of every component: this process's, minus its Airflow settings, plus these.
+
+    ``settings`` are further variables (``AIRFLOW__…`` or ``TWINS_…``) that the caller needs.
+    """
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,
+        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+        "PYTHONPATH": f"{repo}:{repo / 'plugins'}",
+        **settings,
+    }
+
+
+def airflow_cli(env: Mapping[str, str], *args: str, timeout: float = 600) -> None:
+    """One ``airflow`` command (db migrate, pools set ...); its output in the error when it fails."""
+    proc = subprocess.run([*AIRFLOW, *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
 
 
 def components(
@@ -157,6 +197,82 @@ def wait_healthy(base_url: str, pids: Mapping[str, int], state: Path, *, timeout
 def admin_password(airflow_home: Path, user: str = "admin") -> str:
     """SimpleAuthManager writes a password per user to this file when the api-server starts."""
     return json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())[user]
+
+
+class RestClient:
+    """Airflow's REST API as the UI uses it: a JWT from ``/auth/token``, then ``/api/v2`` (one DAG's runs)."""
+
+    def __init__(self, base: str, password: str, dag_id: str, user: str = "admin") -> None:
+        self.base = base
+        self.dag_id = dag_id
+        self.token = ""
+        self.token = self._call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
+
+    def _call(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        request.add_header("Accept", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = resp.read().decode()
+        return payload if raw else json.loads(payload or "null")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self._call("GET", path, **kw)
+
+    def trigger(self, conf: dict[str, Any]) -> str:
+        run = self._call("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        return run["dag_run_id"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.get(f"/api/v2/dags/{self.dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{self.dag_id}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
+
+    def log(self, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        quoted = urllib.parse.quote(run_id, safe="")
+        path = (
+            f"/api/v2/dags/{self.dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}"
+            f"?map_index={map_index}"
+        )
+        content = self.get(path)["content"]
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for line in content:  # structured log: one dict per line; a failure's exception comes as error_detail
+            if not isinstance(line, dict):
+                lines.append(str(line))
+                continue
+            lines.append(str(line.get("event", "")))
+            lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in line.get("error_detail") or []]
+        return "\n".join(lines)
+
+    def wait_for_dag(self, timeout_s: float = 180.0) -> None:
+        """Until the dag-processor has parsed the DAG file."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.get(f"/api/v2/dags/{self.dag_id}")
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def wait(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.run(run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            if time.monotonic() > deadline:
+                states = {t["task_id"]: t["state"] for t in self.task_instances(run_id)}
+                raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f} s: {states}")
+            time.sleep(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from typing import Any
 
 import pytest
 from conftest import ROOT, _unavailable
@@ -29,71 +23,6 @@ import airflow_local
 
 DAG_ID = "twins_svt_l_validation"
 pytestmark = [pytest.mark.model, pytest.mark.deploy]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    """The REST API as the UI uses it: a JWT from /auth/token, then /api/v2."""
-
-    def __init__(self, base: str, password: str) -> None:
-        self.base = base
-        self.token = self._call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
-
-    def _call(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        request.add_header("Accept", "application/json")
-        if getattr(self, "token", None):
-            request.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            payload = resp.read().decode()
-        return payload if raw else json.loads(payload or "null")
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self._call("GET", path, **kw)
-
-    def trigger(self, conf: dict[str, Any]) -> str:
-        run = self._call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-        return run["dag_run_id"]
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
-
-    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
-
-    def log(self, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        quoted = urllib.parse.quote(run_id, safe="")
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
-        content = self.get(path)["content"]
-        if not isinstance(content, list):
-            return str(content)
-        lines = []
-        for line in content:  # structured log: one dict per line; a failure's exception comes as error_detail
-            if not isinstance(line, dict):
-                lines.append(str(line))
-                continue
-            lines.append(str(line.get("event", "")))
-            lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in line.get("error_detail") or []]
-        return "\n".join(lines)
-
-    def wait(self, run_id: str, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            run = self.run(run_id)
-            if run["state"] in ("success", "failed"):
-                return run
-            if time.monotonic() > deadline:
-                states = {t["task_id"]: t["state"] for t in self.task_instances(run_id)}
-                raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f} s: {states}")
-            time.sleep(2)
 
 
 def _outside_groups(log: str) -> str:
@@ -154,22 +83,10 @@ def deployment(tmp_path_factory):
     meta_db, results_db = f"twins_deploy_meta_{suffix}", f"twins_deploy_results_{suffix}"
     for name in (meta_db, results_db):
         _create_db(name)
-    port = _free_port()
+    port = airflow_local.free_port()
     # The URL forms of docker-compose.yaml: they must work with exactly the packages the project installs.
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    settings = {
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,
-        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{meta_db}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{meta_db}",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{int(suffix, 16) % 14 + 1}",
@@ -179,35 +96,20 @@ def deployment(tmp_path_factory):
         "TWINS_WORK_DIR": str(base / "work"),
         "TWINS_DATASET_PATH": str(data),
         "TWINS_TASK_RETRIES": "2",  # the shipped default: bad input must not use them
-        "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}",
     }
-    migrate = subprocess.run(
-        [*airflow_local.AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    env = airflow_local.airflow_env(home, api_port=port, executor="CeleryExecutor", repo=ROOT, **settings)
+    airflow_local.airflow_cli(env, "db", "migrate")
     for pool, slots in (("ascend_npu", "1"), ("ascend_compile", "2")):
-        made = subprocess.run(
-            [*airflow_local.AIRFLOW, "pools", "set", pool, slots, pool],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert made.returncode == 0, made.stderr[-2000:]
+        airflow_local.airflow_cli(env, "pools", "set", pool, slots, pool)
     state = base / "state"
-    parts = airflow_local.components(api_port=port, celery_queues=["default", "ascend"], log_port_base=_free_port())
+    parts = airflow_local.components(
+        api_port=port, celery_queues=["default", "ascend"], log_port_base=airflow_local.free_port()
+    )
     pids = airflow_local.start(parts, env, state)
     try:
         airflow_local.wait_healthy(f"http://127.0.0.1:{port}", pids, state)
-        api = Api(f"http://127.0.0.1:{port}", airflow_local.admin_password(home))
-        deadline = time.monotonic() + 180
-        while True:  # the dag-processor parses the DAG file
-            try:
-                api.get(f"/api/v2/dags/{DAG_ID}")
-                break
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 404 and time.monotonic() < deadline, f"DAG not loaded: {exc}"
-                time.sleep(2)
+        api = airflow_local.RestClient(f"http://127.0.0.1:{port}", airflow_local.admin_password(home), DAG_ID)
+        api.wait_for_dag()
         yield {"api": api, "data": data, "results_url": env["AIRFLOW_CONN_TWINS_RESULTS"], "state": state}
     finally:
         airflow_local.stop(pids)
@@ -218,7 +120,7 @@ def deployment(tmp_path_factory):
 
 
 def test_deployed_dag_runs_end_to_end(deployment):
-    api: Api = deployment["api"]
+    api: airflow_local.RestClient = deployment["api"]
     # The nightly schedule: 02:00 UTC, and no run was started when the DAG appeared unpaused.
     details = api.get(f"/api/v2/dags/{DAG_ID}/details")
     assert details["is_paused"] is False

@@ -34,6 +34,7 @@ from .records import PlanRecord, RecordedRun
 from .reference import prepare_reference
 
 if TYPE_CHECKING:
+    from .regression import RegressionOutcome
     from .store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -525,6 +526,30 @@ def write_report(store: ResultsStore, run_key: str, baseline: Any, run_dir: str 
     return text, path
 
 
+def regression_step(
+    store: ResultsStore, config: RecipeConfig, plan: PlanRecord, recorded: RecordedRun, rows: list[dict[str, Any]]
+) -> RegressionOutcome:
+    """The regression check of a recorded run; a suspect throughput drop is re-measured here, on the run's chips."""
+    from .regression import check_regression
+
+    backend = get_backend(plan["backend"], **plan["backend_options"])
+    artifacts = {r["batch_size"]: r["artifact"] for r in rows if r.get("status") == "ok"}
+
+    def remeasure(batch_size: int) -> dict[str, Any]:
+        log.info("Re-measuring bs%d before calling it a regression", batch_size)
+        return perf_step(
+            backend,
+            artifacts[batch_size],
+            batch_size,
+            loop=config.perf_loops,
+            rounds=config.perf_rounds,
+            device_ids=plan["device_ids"],
+            purpose=f"{recorded['run_key']} re-measure",
+        )
+
+    return check_regression(store, recorded["run_key"], recorded["config_key"], config.thresholds, remeasure=remeasure)
+
+
 # --- `twins run` --------------------------------------------------------------------------------------------
 
 
@@ -532,7 +557,6 @@ def run_recipe(
     config: RecipeConfig, *, work_dir: str | Path, run_key: str, results_url: str | None = None
 ) -> dict[str, Any]:
     """The whole recipe in this process: the same steps, in the same order, as the DAG's tasks."""
-    from .regression import check_regression
     from .store import ResultsStore
 
     started = dt.datetime.now(dt.UTC)
@@ -608,22 +632,7 @@ def run_recipe(
     report, report_path = write_report(store, run_key, config.baseline, plan["run_dir"])
     print(report)
     print(f"\nReport: {report_path}\nResults database: {store.describe()} (run {run_key})")
-    artifacts = {r["batch_size"]: r["artifact"] for r in rows if r.get("status") == "ok"}
-    outcome = check_regression(
-        store,
-        recorded["run_key"],
-        recorded["config_key"],
-        config.thresholds,
-        remeasure=lambda bs: perf_step(
-            backend,
-            artifacts[bs],
-            bs,
-            loop=config.perf_loops,
-            rounds=config.perf_rounds,
-            device_ids=plan["device_ids"],
-            purpose=f"{run_key} re-measure",
-        ),
-    )
+    outcome = regression_step(store, config, plan, recorded, rows)
     print(outcome.text())
     return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}
 
