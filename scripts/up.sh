@@ -34,6 +34,7 @@ cat <<MSG
 
 Airflow is up: http://localhost:$port   (user admin, password $(python -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"))
 DAG twins_svt_l_validation: trigger it with the defaults (the generated dataset, seeded random weights, ONNX
-Runtime on this CPU, batch sizes 1-64) or pick fewer batch sizes in the form. Nightly runs start at 02:00 UTC.
+Runtime on this CPU, batch sizes 1-64, 3 perf rounds of 20 loops: about half an hour on 2 cores) or, for a quick
+look, pick batch sizes [1, 4] and 2 perf loops in the form. Nightly runs start at 02:00 UTC.
 Results database: sqlite:///$AIRFLOW_HOME/twins_results.db   Stop everything with: make down
 MSG
