@@ -256,3 +256,33 @@ def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, 
     assert failed["batch_size"] == 4 and failed["status"] == "failed" and failed["throughput"] is None
     assert "perf of bs4 crashed" in failed["error"]
     assert run["regression_details"]["incomplete"] == {"4": failed["error"]}
+
+
+@pytest.mark.model
+def test_twins_run_keeps_the_other_batch_sizes_when_one_fails(dataset, airflow_db, monkeypatch, capsys):
+    # The CLI's side of partial results: the same steps carry on past a failed batch size and record "partial".
+    from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
+    from twins_tasks.errors import ToolError
+    from twins_tasks.pipeline import run_recipe
+    from twins_tasks.recipe import BackendSettings, RecipeConfig
+
+    real_infer = OnnxRuntimeBackend.infer
+
+    def infer(self, artifact, inputs, batch_size, *args, **kw):
+        if batch_size == 4:
+            raise ToolError("inference of bs4 crashed (a constructed failure)")
+        return real_infer(self, artifact, inputs, batch_size, *args, **kw)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", infer)
+    config = RecipeConfig(
+        dataset_path=str(dataset), random_init=True, backend=BackendSettings(name="onnxruntime"),
+        batch_sizes=(1, 4), perf_loops=2, perf_rounds=2, reference_images=0,
+    )  # fmt: skip
+    result = run_recipe(config, work_dir=os.environ["TWINS_WORK_DIR"], run_key="cli-partial", results_url=_store().url)
+    assert not result["ok"]
+    run = _store().get_run("cli-partial")
+    assert run["status"] == "partial" and list(run["failed_batch_sizes"]) == ["4"]
+    assert [b["status"] for b in run["batches"]] == ["ok", "failed"]
+    assert "infer: inference of bs4 crashed" in run["batches"][1]["error"]
+    out = capsys.readouterr().out
+    assert "FAILED batch sizes" in out and "Incomplete: bs4 has no result" in out

@@ -148,3 +148,33 @@ def test_maps_failures_keeps_the_signature_airflow_inspects():
     def plan(params: dict, run_id: str = "") -> None: ...
 
     assert list(inspect.signature(maps_failures(plan)).parameters) == ["params", "run_id"]
+
+
+def test_perf_measures_on_the_chip_that_ran_inference_on_the_same_host():
+    import socket
+
+    from twins_tasks.pipeline import chips_for_perf
+
+    here = socket.gethostname()
+    assert chips_for_perf([0, 1, 2], {"host": here, "chip": 2}) == [2]
+    # Another NPU host took the perf task: any of the run's chips there measures the same shared artifact.
+    assert chips_for_perf([0, 1, 2], {"host": f"not-{here}", "chip": 2}) == [0, 1, 2]
+    assert chips_for_perf([], {"host": here, "chip": None}) == []  # ONNX Runtime: no chips, no lease
+
+
+def test_skipped_images_reach_the_run_record():
+    from twins_tasks.pipeline import build_run
+
+    inputs = {
+        "dataset_fingerprint": "f",
+        "root_path": "/data/val",
+        "num_images": 3,
+        "label_scheme": "imagenet",
+        "bad": [["/data/val/n01440764/a.JPEG", "cannot identify image file"]],
+    }
+    model = {"model_name": "twins_svt_large", "weights": "random-init seed=0", "random_init": True, "seed": 0}
+    run = build_run(
+        run_key="r", source="cli", inputs=inputs, model=model, backend={"backend": "onnxruntime"}, options={}
+    )
+    assert run["num_skipped"] == 1 and run["skipped_images"] == ["n01440764/a.JPEG"]
+    assert run["config"]["label_scheme"] == "imagenet"
