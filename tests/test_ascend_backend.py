@@ -332,8 +332,9 @@ def test_perf_parses_both_throughput_formats(fake, monkeypatch, tmp_path, fmt):
 
 
 def test_perf_waits_for_a_busy_device_then_fails_clearly(fake, monkeypatch, tmp_path):
+    # The wait polls more than once even on a loaded host, where one npu-smi (a Python double) takes ~0.5 s.
     monkeypatch.setenv("FAKE_NPU_AICORE", "35")
-    backend, om = compiled(fake, tmp_path, 1, soc_version="Ascend310P3", idle_wait_s=0.3, idle_poll_s=0.1)
+    backend, om = compiled(fake, tmp_path, 1, soc_version="Ascend310P3", idle_wait_s=3.0, idle_poll_s=0.2)
     with pytest.raises(ToolError) as err:
         backend.perf(om, 1)
     message = str(err.value)
