@@ -7,10 +7,13 @@ The Ascend ModelZoo recipe for Twins-SVT-L (`alt_gvt_large`, timm `twins_svt_lar
    (`auto`: Ascend when `atc`/CANN is installed on the NPU worker, else ONNX Runtime);
 2. **preprocess** (ImageNet val JPEGs -> float32 `.bin`) and **export** (checkpoint -> ONNX, with a parity gate
    against PyTorch) run in parallel;
-3. per batch size: **compile** (`atc` -> `.om`, or an ONNX Runtime artifact) -> **infer** (`ais_bench`, one
-   output per image) -> **perf** (`ais_bench --loop`), device work serialised by a one-slot pool;
-4. **accuracy** (top-1/top-5 per batch size, agreement with PyTorch logits) -> **record** (results database)
-   -> **report** (the recipe's table) -> **regression_check** (against the last good run of the same setup).
+3. per batch size: **compile** (`atc` -> `.om`, or an ONNX Runtime artifact; in parallel, bounded by the
+   `ascend_compile` pool) -> **infer** (`ais_bench`, one output per image) -> **perf** (`ais_bench --loop`, in
+   rounds), infer and perf on one NPU chip leased from the run's device ids, so N chips run N batch sizes at once;
+4. **accuracy** (top-1/top-5 per batch size, agreement with PyTorch logits; batch sizes whose chain failed are
+   recorded with the reason) -> **record** (results database) -> **report** (the recipe's table) ->
+   **regression_check** (against the last good run of the same setup: beyond threshold and measured noise,
+   re-measured before it fails; it also fails a run with a failed batch size, so the alarm shows).
 
 Bad input (a wrong path, checkpoint or baseline) fails its task at once, without retries; tool failures are
 retried. Preprocessed inputs, ONNX models and compiled artifacts are cached by content: a nightly run whose
