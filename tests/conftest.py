@@ -78,6 +78,30 @@ def airflow_db():
     return _AIRFLOW_HOME
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size, name)``: a tmpfs of that size (e.g. "2m", "64k") under tmp_path, for full-disk tests; a
+    skip saying why where none can be mounted (needs root). Every mount is lazily unmounted afterwards."""
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def mount(size: str, name: str = "small") -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs here ({proc.stderr.strip()}): needs root")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)  # lazy: never leave a mount behind
+
+
 @pytest.fixture(autouse=True)
 def _restore_sigterm():
     """dag.test() installs Airflow's SIGTERM handler in the test process; don't let it leak into other tests."""

@@ -184,14 +184,14 @@ def test_random_init_is_reproducible_by_seed(source_state):
 
 
 def test_cli_without_weights_fails_with_message(tmp_path, run_cli, capsys):
-    assert run_cli(["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--model", SMALL]) == 1
+    assert run_cli(["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--model", SMALL]) == 2  # bad input
     err = capsys.readouterr().err
     assert "twins pth2onnx: error: no checkpoint given" in err and "--random-init --seed S" in err
     assert (
         run_cli(
             ["pth2onnx", "--output", str(tmp_path / "m.onnx"), "--resume", str(tmp_path / "nope.pth"), "--model", SMALL]
         )
-        == 1
+        == 2
     )
     assert f"checkpoint {tmp_path / 'nope.pth'} does not exist" in capsys.readouterr().err
 
@@ -342,25 +342,15 @@ def test_malicious_checkpoint_refusal_says_why_whole(tmp_path, target):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A 2 MiB tmpfs, or a skip saying why there is none."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
+    return tmpfs("2m", "small")
 
 
 def test_export_on_a_full_disk_says_no_space_and_leaves_nothing(small_disk, run_cli, capsys):
     out = small_disk / "model.onnx"
     argv = ["pth2onnx", "--model", SMALL, "--random-init", "--output", str(out)]
-    assert run_cli(argv) == 1
+    assert run_cli(argv) == 2  # a full disk: bad input, not retried
     err = capsys.readouterr().err
     assert f"error: no space left on {small_disk} (No space left on device;" in err
     assert "pass another --output" in err and "--opset" not in err

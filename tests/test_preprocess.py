@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -310,7 +309,7 @@ def test_cli_summary_and_rerun(sample, tmp_path, run_cli, capsys):
     assert run_cli(argv) == 0
     line = capsys.readouterr().out.strip()
     assert "9 images" in line and "4 written" in line and "5 kept" in line
-    assert run_cli(argv + ["--workers", "0"]) == 1
+    assert run_cli(argv + ["--workers", "0"]) == 2  # bad input
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -413,17 +412,9 @@ def test_bin_path_that_is_a_file_fails_before_any_work(sample, tmp_path):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A 2 MiB tmpfs (room for 3 bins), or a skip saying why there is none."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({proc.stderr.strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: never leave a mount behind
+    return tmpfs("2m", "small")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -105,5 +105,5 @@ def test_cli(tmp_path, run_cli, capsys):
     assert "NOT ImageNet" in printed and "4 pictures" in printed
     assert len(list(out.rglob("*.JPEG"))) == 4
     assert _tree(out) == _tree(Path(make_sample(tmp_path / "again", 2, 2, seed=5)[0]).parent.parent)
-    assert run_cli(["make-sample", "--out", str(out), "--classes", "0", "--per-class", "2"]) == 1
+    assert run_cli(["make-sample", "--out", str(out), "--classes", "0", "--per-class", "2"]) == 2  # bad input
     assert "--classes" in capsys.readouterr().err
