@@ -104,7 +104,7 @@ def seed(store: ResultsStore) -> None:
             _run(key, ORT_CONFIG, started_at=f"2026-11-0{i + 1}T02:00:00+00:00"),
             _batches({1: 9.5 * drop + i * 0.1, 4: 10.5 * drop + i * 0.1, 8: 10.6 * drop + i * 0.1}, top1=12.5 + i),
         )
-        store.set_regression_status(key, regression[i])
+        store.update_run(key, regression_status=regression[i])
     store.record_run(
         _run(
             XSS_KEY,
