@@ -169,7 +169,7 @@ def _shown(url: str) -> str:
 
 
 def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
-    """A run id that two runs started in the same second never share: ``<prefix>__<UTC time>_<6 hex>``.
+    """A run id that two runs started in the same second never share: ``<prefix>__<UTC time>_<12 hex>``.
 
     The time keeps ids sortable and readable; 48 random bits make a clash even among a thousand same-second
     runs a one-in-a-hundred-million event (24 bits clashed 3% of the time there), and the run folder is created exclusively (:func:`twins_tasks.files.create_run_dir`),
