@@ -172,8 +172,9 @@ def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
     """A run id that two runs started in the same second never share: ``<prefix>__<UTC time>_<12 hex>``.
 
     The time keeps ids sortable and readable; 48 random bits make a clash even among a thousand same-second
-    runs a one-in-a-hundred-million event (24 bits clashed 3% of the time there), and the run folder is created exclusively (:func:`twins_tasks.files.create_run_dir`),
-    so even that clash fails loudly instead of sharing a folder.
+    runs a one-in-a-hundred-million event (24 bits clashed 3% of the time there), and the run folder is
+    created exclusively (:func:`twins_tasks.files.create_run_dir`), so even that clash fails loudly instead of
+    sharing a folder.
     """
     now = now or dt.datetime.now(dt.UTC)
     return f"{prefix}__{now:%Y%m%dT%H%M%S}_{secrets.token_hex(6)}"
