@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,12 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth), dropped afterwards."""
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the local PostgreSQL server (127.0.0.1:5432, trust auth), dropped afterwards: its name.
+
+    Where the server is not reachable, the test skips saying how to start it (and fails in CI).
+    """
     import psycopg2
 
     try:
@@ -52,17 +57,22 @@ def postgres_url():
             f"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
         )
     admin.autocommit = True
-    name = f"twins_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield name
     finally:
-        from sqlalchemy import create_engine  # noqa: F401  (engines are disposed with their stores)
-
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the local PostgreSQL server for the session's tests, dropped afterwards."""
+    with fresh_postgres_database("twins_test") as name:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ triggered through the REST API exactly as the UI's Trigger form does. PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -16,7 +17,7 @@ import time
 import uuid
 
 import pytest
-from conftest import ROOT, _unavailable
+from conftest import ROOT, _unavailable, fresh_postgres_database
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import airflow_local
@@ -49,26 +50,6 @@ def _services() -> None:
             _unavailable(f"{name} is not running at 127.0.0.1:{port}: start it with `{start}`")
 
 
-def _create_db(name: str) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-
-
-def _drop_db(name: str) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     _services()
@@ -80,9 +61,9 @@ def deployment(tmp_path_factory):
     data = base / "data" / "val"
     make_sample(data, classes=2, per_class=3, seed=5)
     suffix = uuid.uuid4().hex[:8]
-    meta_db, results_db = f"twins_deploy_meta_{suffix}", f"twins_deploy_results_{suffix}"
-    for name in (meta_db, results_db):
-        _create_db(name)
+    databases = contextlib.ExitStack()  # dropped at the end, whatever fails on the way
+    meta_db = databases.enter_context(fresh_postgres_database("twins_deploy_meta"))
+    results_db = databases.enter_context(fresh_postgres_database("twins_deploy_results"))
     port = airflow_local.free_port()
     # The URL forms of docker-compose.yaml: they must work with exactly the packages the project installs.
     settings = {
@@ -98,23 +79,23 @@ def deployment(tmp_path_factory):
         "TWINS_TASK_RETRIES": "2",  # the shipped default: bad input must not use them
     }
     env = airflow_local.airflow_env(home, api_port=port, executor="CeleryExecutor", repo=ROOT, **settings)
-    airflow_local.airflow_cli(env, "db", "migrate")
-    for pool, slots in (("ascend_npu", "1"), ("ascend_compile", "2")):
-        airflow_local.airflow_cli(env, "pools", "set", pool, slots, pool)
     state = base / "state"
-    parts = airflow_local.components(
-        api_port=port, celery_queues=["default", "ascend"], log_port_base=airflow_local.free_port()
-    )
-    pids = airflow_local.start(parts, env, state)
+    pids: dict[str, int] = {}
     try:
+        airflow_local.airflow_cli(env, "db", "migrate")
+        for pool, slots in (("ascend_npu", "1"), ("ascend_compile", "2")):
+            airflow_local.airflow_cli(env, "pools", "set", pool, slots, pool)
+        parts = airflow_local.components(
+            api_port=port, celery_queues=["default", "ascend"], log_port_base=airflow_local.free_port()
+        )
+        pids = airflow_local.start(parts, env, state)
         airflow_local.wait_healthy(f"http://127.0.0.1:{port}", pids, state)
         api = airflow_local.RestClient(f"http://127.0.0.1:{port}", airflow_local.admin_password(home), DAG_ID)
         api.wait_for_dag()
         yield {"api": api, "data": data, "results_url": env["AIRFLOW_CONN_TWINS_RESULTS"], "state": state}
     finally:
         airflow_local.stop(pids)
-        for name in (meta_db, results_db):
-            _drop_db(name)
+        databases.close()
     for name, pid in pids.items():
         assert not airflow_local.alive(pid), f"{name} still running after stop"
 

@@ -7,11 +7,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import fresh_postgres_database
 
 from twins_tasks.errors import InputError
 from twins_tasks.migrations import BASE_REVISION
@@ -187,21 +187,10 @@ def test_sqlite_database_of_the_first_release_is_upgraded_keeping_every_row(tmp_
 
 
 @pytest.fixture
-def fresh_postgres_url(postgres_url):
+def fresh_postgres_url():
     """A database of its own (the session's one holds other tests' tables)."""
-    import psycopg2
-
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    admin.autocommit = True
-    name = f"twins_mig_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_postgres_database("twins_mig") as name:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.postgres
