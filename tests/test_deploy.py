@@ -39,6 +39,17 @@ def _outside_groups(log: str) -> str:
     return "\n".join(shown)
 
 
+def _why_failed(api: airflow_local.RestClient, run_id: str) -> str:
+    """Each task's state, and the visible log tail of the failed ones: what a user would look at in the UI."""
+    lines = []
+    for t in api.task_instances(run_id):
+        lines.append(f"{t['task_id']}[{t['map_index']}]: {t['state']} (try {t['try_number']})")
+        if t["state"] == "failed":
+            tail = _outside_groups(api.log(run_id, t["task_id"], t["try_number"], t["map_index"])).splitlines()[-15:]
+            lines += [f"    {line}" for line in tail]
+    return "\n".join(lines)
+
+
 def _services() -> None:
     for port, name, start in (
         (5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
@@ -116,7 +127,7 @@ def test_deployed_dag_runs_end_to_end(deployment):
     run = api.wait(first, timeout_s=900)
     first_s = time.monotonic() - started
     tis = {(t["task_id"], t["map_index"]): t for t in api.task_instances(first)}
-    assert run["state"] == "success", {k: t["state"] for k, t in tis.items()}
+    assert run["state"] == "success", _why_failed(api, first)
     # Work went to the queue of its worker: device steps on `ascend`, the rest on `default`.
     assert tis[("per_batch_size.perf", 0)]["queue"] == "ascend" and tis[("preprocess", -1)]["queue"] == "default"
 
@@ -152,7 +163,7 @@ def test_deployed_dag_runs_end_to_end(deployment):
     started = time.monotonic()
     run = api.wait(second, timeout_s=900)
     second_s = time.monotonic() - started
-    assert run["state"] == "success"
+    assert run["state"] == "success", _why_failed(api, second)
     assert "Reusing preprocessed inputs" in api.log(second, "preprocess")
     assert "Reusing ONNX model" in api.log(second, "export")
     for i in (0, 1):
