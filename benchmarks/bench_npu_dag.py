@@ -48,6 +48,25 @@ def run_dag(api: airflow_local.RestClient, conf: dict[str, Any], timeout_s: floa
     return run_id, time.monotonic() - started, state
 
 
+def _stamp(value: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def timeline(api: airflow_local.RestClient, run_id: str) -> str:
+    """Where a run's wall time went: each task's start and end, in seconds from the run's start."""
+    run = api.run(run_id)
+    t0 = _stamp(run["start_date"])
+    rows = sorted(
+        (_stamp(t["start_date"]) - t0, _stamp(t["end_date"]) - t0, t["task_id"], t["map_index"])
+        for t in api.task_instances(run_id)
+        if t.get("start_date") and t.get("end_date")
+    )
+    lines = [f"    {start:6.1f} -> {end:6.1f}  {task}" + (f"[{i}]" if i >= 0 else "") for start, end, task, i in rows]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the doubles' realistic times")
@@ -55,6 +74,7 @@ def main() -> int:
     parser.add_argument("--loops", type=int, default=20, help="perf loops per round (the DAG's default: 20)")
     parser.add_argument("--rounds", type=int, default=3, help="perf rounds (the DAG's default: 3)")
     parser.add_argument("--chips", default="1,2,4", help="chip counts to time")
+    parser.add_argument("--timeline", action="store_true", help="print each timed run's task start/end times")
     args = parser.parse_args()
     chips_list = [int(c) for c in args.chips.split(",")]
 
@@ -115,6 +135,8 @@ def main() -> int:
             where = {b["batch_size"]: b.get("device") for b in run["batches"]}
             results.append((chips, seconds, outcome, where))
             print(f"  {chips} chip(s): {outcome} in {seconds:.1f} s; devices {where}", flush=True)
+            if args.timeline:
+                print(timeline(api, run_id), flush=True)
     finally:
         airflow_local.stop(pids)
     events = [json.loads(line) for line in (base / "doubles.jsonl").read_text().splitlines() if line.strip()]

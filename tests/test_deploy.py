@@ -121,7 +121,16 @@ def test_deployed_dag_runs_end_to_end(deployment):
     assert next_run > dt.datetime.now(dt.UTC)
     assert api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["total_entries"] == 0
 
-    conf = {"backend": "onnxruntime", "batch_sizes": [1, 2], "perf_loops": 2, "reference_images": 2}
+    # 2-loop perf rounds on a shared CI runner drift more than 10% between runs minutes apart (seen: 4.69 then
+    # 5.30 img/s, each run's rounds within 1%): the alarm's accuracy is tested in test_regression.py and measured
+    # by benchmarks/bench_alarm.py; here the check must run and pass on what the deployment recorded.
+    conf = {
+        "backend": "onnxruntime",
+        "batch_sizes": [1, 2],
+        "perf_loops": 2,
+        "reference_images": 2,
+        "max_throughput_drop_pct": 1000.0,
+    }
     started = time.monotonic()
     first = api.trigger(conf)
     run = api.wait(first, timeout_s=900)
@@ -166,6 +175,7 @@ def test_deployed_dag_runs_end_to_end(deployment):
     assert run["state"] == "success", _why_failed(api, second)
     assert "Reusing preprocessed inputs" in api.log(second, "preprocess")
     assert "Reusing ONNX model" in api.log(second, "export")
+    assert f"Regression check against run {first}" in api.log(second, "regression_check")
     for i in (0, 1):
         assert "Reusing compiled artifact" in api.log(second, "per_batch_size.compile", map_index=i)
     timings = deployment["state"] / "timings.json"

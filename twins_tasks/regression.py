@@ -42,10 +42,16 @@ def throughput_drop(old: Mapping[str, Any], new: Mapping[str, Any], thresholds: 
     old_min, old_max = _spread(old)
     new_min, new_max = _spread(new)
     beyond_noise = new_max < old_min
+    if beyond_noise:
+        verdict = ""
+    elif new_min > old_max:
+        verdict = ", faster beyond noise"
+    else:
+        verdict = ", ranges overlap: within noise"
     line = (
         f"bs{bs} throughput: {old['throughput']:.2f} -> {new['throughput']:.2f} img/s (drop {drop_pct:+.1f}%, "
         f"allowed {thresholds.max_throughput_drop_pct:.1f}%; rounds {old_min:.2f}-{old_max:.2f} -> "
-        f"{new_min:.2f}-{new_max:.2f} img/s{'' if beyond_noise else ', ranges overlap: within noise'})"
+        f"{new_min:.2f}-{new_max:.2f} img/s{verdict})"
     )
     return drop_pct > thresholds.max_throughput_drop_pct and beyond_noise, line
 
