@@ -12,6 +12,8 @@ import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,32 @@ def test_leased_tasks_never_share_a_chip_and_the_doubles_would_notice(host, monk
     outputs = [p.communicate(timeout=60)[0] for p in started]
     assert sorted(p.returncode for p in started) == [0, 1]
     assert "fake NPU device 0 is already in use by pid" in "".join(outputs)
+
+
+def test_a_released_chip_is_taken_at_once_not_after_an_npu_smi_poll(host, caplog):
+    # A chip handed from one task to the next sat idle for up to a whole npu-smi poll (5 s by default): on
+    # 1-4 chips that added seconds to every hand-over. The lock is retried often; npu-smi is read afresh then.
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3")
+    holder = Holder("bs 1", "0")
+    assert holder.leased() == 0
+    timer = threading.Timer(0.5, holder.release)
+    timer.start()
+    caplog.set_level(logging.INFO, logger="twins_tasks.devices")
+    try:
+        started = time.monotonic()
+        with lease_chip([0], purpose="bs 4", read_devices=backend.npu_devices, wait_s=60, poll_s=30) as chip:
+            waited = time.monotonic() - started
+    finally:
+        timer.join()
+    assert chip == 0 and waited < 10, f"waited {waited:.1f} s for a chip released after 0.5 s (npu-smi poll: 30 s)"
+    assert len(read_log(host / "calls.jsonl", "npu-smi")) == 1  # read once, when the lock was free
+
+
+def test_a_chip_busy_outside_our_leases_is_read_again_only_every_poll(host):
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3")
+    backend.env["FAKE_NPU_AICORE"] = "90,0"
+    with pytest.raises(ToolError, match="busy outside our leases"):
+        with lease_chip([0], purpose="bs 1", read_devices=backend.npu_devices, wait_s=1.6, poll_s=1.0):
+            pass
+    # Its lock was tried every LOCK_RETRY_S (about 6 times), npu-smi read at 0 s and 1 s only.
+    assert len(read_log(host / "calls.jsonl", "npu-smi")) == 2

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_DIR = "/tmp/twins-npu-leases"
 # How often a waiting lease says where it stands in the log.
 PROGRESS_EVERY_S = 30.0
+# How often a waiting lease retries the chips' locks: a released chip is taken within this, not after a whole
+# npu-smi poll interval (trying a lock is a system call; npu-smi is a process, read at most every ``poll_s``).
+LOCK_RETRY_S = 0.25
 
 
 def lease_dir() -> Path:
@@ -105,8 +108,9 @@ def lease_chip(
 ) -> Iterator[int]:
     """Hold one of ``candidates`` for the block: a chip no other lease on this host holds, and idle.
 
-    Tries the candidates in order; waits (``poll_s``) while all are leased or busy, saying which and why in
-    the log; a :class:`ToolError` naming each chip's holder or load after ``wait_s``.
+    Tries the candidates in order; waits while all are leased or busy, saying which and why in the log; a
+    :class:`ToolError` naming each chip's holder or load after ``wait_s``. A chip released by another lease is
+    taken within :data:`LOCK_RETRY_S`; ``npu-smi`` is read again for a chip it showed busy only every ``poll_s``.
 
     :param candidates: logical device ids to choose from (see :func:`resolve_device_ids`).
     :param purpose: what the chip is for, e.g. ``"run 42 bs 8 infer+perf"``: logged, and shown to waiters.
@@ -123,9 +127,12 @@ def lease_chip(
     start = time.monotonic()
     deadline = start + wait_s
     next_log = start
+    devices: Sequence[NpuDevice] = ()
+    read_at = -float("inf")
+    busy: dict[int, str] = {}  # chips the last npu-smi read showed busy outside our leases, and how
     while True:
         why_not: dict[int, str] = {}
-        devices: Sequence[NpuDevice] | None = None
+        read_this_round = False
         for chip in chips:
             fd = _open_lock(where, chip)
             try:
@@ -134,14 +141,19 @@ def lease_chip(
                 why_not[chip] = f"leased by {_holder(fd)}"
                 os.close(fd)
                 continue
-            if read_devices is not None:
-                if devices is None:
-                    devices = read_devices()  # once per round: one npu-smi call covers every chip
+            # A chip just freed by another lease was busy with its work at the last read: read npu-smi afresh.
+            # One shown busy outside our leases is read again only ``poll_s`` after the last read.
+            if read_devices is not None and (chip not in busy or time.monotonic() - read_at >= poll_s):
+                if not read_this_round:  # one npu-smi call per round covers every chip
+                    devices, read_at, read_this_round = read_devices(), time.monotonic(), True
                 dev = find_device(devices, chip)
+                busy.pop(chip, None)
                 if not policy.is_idle(dev):
-                    why_not[chip] = f"busy outside our leases ({dev.status()}; need {policy.limits()})"
-                    os.close(fd)  # closing drops the lock
-                    continue
+                    busy[chip] = f"busy outside our leases ({dev.status()}; need {policy.limits()})"
+            if chip in busy:
+                why_not[chip] = busy[chip]
+                os.close(fd)  # closing drops the lock
+                continue
             try:
                 yield from _held(fd, chip, purpose, waited=time.monotonic() - start)
             finally:
@@ -157,7 +169,7 @@ def lease_chip(
         if now >= next_log:
             log.info("Waiting for a free NPU of %s for %s: %s; %.0f s left", chips, purpose, states, deadline - now)
             next_log = now + PROGRESS_EVERY_S
-        time.sleep(max(0.0, min(poll_s, deadline - now)))
+        time.sleep(max(0.0, min(LOCK_RETRY_S, poll_s, deadline - now)))
 
 
 def _held(fd: int, chip: int, purpose: str, *, waited: float) -> Iterator[int]:
