@@ -348,7 +348,7 @@ def twins_svt_l_validation():
             pool=NPU_POOL,
             execution_timeout=dt.timedelta(hours=1),
         )
-        # perf follows infer (it reads infer's record to measure on the same chip), never beside it.
+        # perf follows infer, never beside it; it reads infer's record to prefer the same chip.
         inferred >> measured
         return {"compile": compiled.output, "infer": inferred.output, "perf": measured.output}
 

@@ -140,13 +140,17 @@ def on_chip(backend: Backend, device_ids: list[int] | None, purpose: str) -> Ite
 
 
 def chips_for_perf(device_ids: list[int] | None, infer_record: dict[str, Any] | None) -> list[int] | None:
-    """Perf measures on the chip that ran the batch size's inference, when it runs on the same host.
+    """Perf prefers the chip that ran the batch size's inference (on the same host), then any of the run's chips.
 
-    On another host (several NPU hosts on one queue) any of the run's chips measures the same artifact: the
-    artifact and the outputs are in the shared work folder, and the recorded device says where perf ran.
+    Pinning perf to that chip left chips idle while perfs queued for a busy one (on 2 chips, 5 of 6 batch sizes
+    once waited for chip 0 while chip 1 sat idle). Each task still holds its chip alone, the artifact and the
+    outputs are in the shared work folder, and the recorded device says where perf measured. On another host
+    (several NPU hosts on one queue) the run's chips there are tried in order.
     """
-    if infer_record and infer_record.get("chip") is not None and infer_record.get("host") == socket.gethostname():
-        return [int(infer_record["chip"])]
+    if device_ids and infer_record and infer_record.get("chip") is not None:
+        if infer_record.get("host") == socket.gethostname():
+            chip = int(infer_record["chip"])
+            return [chip, *(c for c in device_ids if c != chip)]
     return device_ids
 
 

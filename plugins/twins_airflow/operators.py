@@ -297,8 +297,8 @@ class PerfOperator(BackendOperator):
     :param loop: timed runs per round. (templated)
     :param warmup: untimed runs before them. (templated)
     :param rounds: rounds of ``loop`` runs; the record is the median round's, with the rounds' spread. (templated)
-    :param infer_record: InferOperator's XCom: perf measures on the chip that ran the inference when it runs
-        on the same host, else on any of ``device_ids``. (templated)
+    :param infer_record: InferOperator's XCom: perf prefers the chip that ran the inference (on the same host),
+        and takes another of ``device_ids`` when that one is busy. (templated)
     """
 
     step = "perf"
