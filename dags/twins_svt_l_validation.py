@@ -245,9 +245,10 @@ def _store():
     dag_display_name="Twins-SVT-L validation",
     description="Twins-SVT-L: preprocess, export, compile/infer/perf per batch size, accuracy, results DB.",
     doc_md=__doc__,
-    # Nightly at 02:00 UTC. No start_date: unpausing waits for the next 02:00 instead of starting a run at once
-    # with the default Params (CronTriggerTimetable's run_immediately=False applies only without one).
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+    # Nightly at 02:00 UTC. Unpausing waits for the next 02:00 at any hour instead of starting a run with the
+    # default Params at once: no start_date, and run_immediately=timedelta(0), because Airflow 3.3.2 treats its
+    # default False like None ("run the last tick if it was under 10% of a day ago", apache/airflow PR #64162).
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

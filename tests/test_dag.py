@@ -63,8 +63,8 @@ def test_structure(dag):
     assert "accuracy" in up["record"] and "record" in up["report"] and "report" in up["regression_check"]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 2 * * *"
-    # No start_date: unpausing waits for the next 02:00 UTC instead of starting a run with the defaults at once.
-    assert dag.start_date is None and dag.timetable.run_immediately is False
+    # No start_date and run_immediately=0: unpausing waits for the next 02:00 UTC (test_unpausing_waits_...).
+    assert dag.start_date is None
     for task_id in ("per_batch_size.infer", "per_batch_size.perf", "regression_check"):
         assert dag.get_task(task_id).pool == "ascend_npu"
     assert dag.get_task("per_batch_size.compile").pool == "ascend_compile"  # atc runs bounded by host RAM
@@ -75,6 +75,42 @@ def test_structure(dag):
     for task in dag.tasks:
         assert task.execution_timeout is not None, task.task_id
     assert dag.get_task("export").retries == 0  # TWINS_TASK_RETRIES=0 in tests; 2 by default
+
+
+@pytest.mark.parametrize(
+    ("now", "next_run"),
+    [
+        ("2026-11-29T01:59:00", "2026-11-29T02:00:00"),
+        ("2026-11-29T02:00:01", "2026-11-30T02:00:00"),
+        ("2026-11-29T02:08:00", "2026-11-30T02:00:00"),
+        ("2026-11-29T02:30:00", "2026-11-30T02:00:00"),
+        ("2026-11-29T04:20:00", "2026-11-30T02:00:00"),
+        ("2026-11-29T12:00:00", "2026-11-30T02:00:00"),
+    ],
+)
+def test_unpausing_waits_for_the_next_0200_at_any_hour(dag, monkeypatch, now, next_run):
+    """Unpaused (no earlier run) at any hour, the first run is the next 02:00 UTC, never the one just past.
+
+    Airflow 3.3.2's CronTriggerTimetable runs the last tick at once when it was under 10% of a day ago unless
+    run_immediately is a timedelta (apache/airflow PR #64162). Checked on the scheduler's own (decoded) timetable
+    with its clock patched, as the scheduler computes the next run when a DAG is unpaused.
+    """
+    import datetime as dt
+
+    import airflow.timetables.trigger as trigger
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    def at(text: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+    monkeypatch.setattr(trigger, "utcnow", lambda: at(now))
+    timetable = decode_timetable(encode_timetable(dag.timetable))
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
+    )
+    assert info is not None and info.run_after == at(next_run)
 
 
 def test_param_defaults_valid_and_bad_batch_sizes_rejected(dag):
