@@ -2,11 +2,11 @@
 
 Measures the REAL ``twins_svt_large`` (seeded random weights, ``twins_tasks.export.prepare_model``, cached
 under ``var/bench-alarm/``) on the ONNX Runtime backend at batch size 1 (``--batch-sizes 1,4`` adds 4) with
-``pipeline.perf_step`` (``--loop`` timed runs in ``--rounds`` rounds), while background processes load the
+``steps.perf_step`` (``--loop`` timed runs in ``--rounds`` rounds), while background processes load the
 CPUs at a randomly varying intensity (bounded in time, always stopped at the end, Ctrl-C included).
 
 Every run goes through the real regression flow, exactly as the DAG does: its perf records become a
-results-DB row (``pipeline.batch_row``, a SQLite file in a temp folder), then
+results-DB row (``results.batch_row``, a SQLite file in a temp folder), then
 ``regression.check_regression(..., remeasure=perf_step again)`` compares it with the last good run of the
 same configuration. The sequence: one reference run, ``--unchanged`` runs of the unchanged model (every
 failure is a false alarm), then ``--slowed`` runs with a real slowdown: each ``session.run`` of the model is
@@ -173,7 +173,7 @@ class BenchBackend(OnnxRuntimeBackend):
 
 
 def record_run(store: Any, run_key: str, perfs: dict[int, dict[str, Any]], compiled: dict[int, dict[str, Any]]) -> None:
-    from twins_tasks.pipeline import batch_row
+    from twins_tasks.results import batch_row
 
     rows = [batch_row(bs, compiled[bs], {}, perfs[bs], {}) for bs in sorted(perfs)]
     store.record_run(
@@ -248,9 +248,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # ends like Ctrl-C: the context managers stop the load
 
     from twins_tasks.export import prepare_model
-    from twins_tasks.pipeline import compile_step, perf_step
-    from twins_tasks.regression import Thresholds, check_regression
+    from twins_tasks.regression import check_regression
+    from twins_tasks.steps import compile_step, perf_step
     from twins_tasks.store import ResultsStore
+    from twins_tasks.types import Thresholds
 
     start = time.perf_counter()
 

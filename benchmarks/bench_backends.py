@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend, cpu_model_name, usable_cores
-from twins_tasks.perf import PerfResult
+from twins_tasks.types import PerfResult
 
 TARGET_BS = 4
 TARGET_RATIO = 1.8

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from twins_tasks.preprocess import preprocess
+from twins_tasks.preprocess.bins import preprocess
 from twins_tasks.sample import GENERATED_NOTE, make_sample
 
 TARGET_EFFICIENCY = 0.8

@@ -33,9 +33,25 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
+from twins_airflow.dag_names import (
+    BATCH_GROUP_ID,
+    BATCH_STEPS,
+    COMPILE_TASK_ID,
+    DAG_ID,
+    INFER_TASK_ID,
+    PERF_TASK_ID,
+    RECORD_TASK_ID,
+)
 from twins_airflow.exceptions import maps_failures
 from twins_airflow.operators import CompileOperator, InferOperator, PerfOperator
-from twins_tasks.recipe import DEFAULT_BATCH_SIZES, MAX_BATCH_SIZE, PRECISION_MODES, RECIPE_DEFAULT_PRECISION
+from twins_tasks.constants import (
+    BACKEND_NAMES,
+    MAX_BATCH_SIZE,
+    OUTPUT_FORMATS,
+    PRECISION_MODES,
+    RECIPE_DEFAULT_PRECISION,
+)
+from twins_tasks.recipe import DEFAULTS, RecipeConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +88,7 @@ PARAMS = {
         "Empty = seeded random weights (a toolchain check; accuracy is then chance level).",
     ),
     "random_init_seed": Param(
-        0,
+        DEFAULTS.seed,
         type="integer",
         minimum=0,
         title="Random-init seed",
@@ -80,7 +96,7 @@ PARAMS = {
         description="Seed of the random weights, used only when no checkpoint is given.",
     ),
     "model_name": Param(
-        "twins_svt_large",
+        DEFAULTS.model_name,
         type="string",
         pattern="^[a-z0-9_]+$",
         title="timm model name",
@@ -88,7 +104,7 @@ PARAMS = {
         description="twins_svt_large == Twins alt_gvt_large.",
     ),
     "opset": Param(
-        11,
+        DEFAULTS.opset,
         type="integer",
         minimum=11,
         maximum=21,
@@ -97,15 +113,15 @@ PARAMS = {
         description="The recipe exports with opset 11.",
     ),
     "backend": Param(
-        "auto",
+        DEFAULTS.backend.name,
         type="string",
-        enum=["auto", "ascend", "onnxruntime"],
+        enum=list(BACKEND_NAMES),
         title="Backend",
         section="Backend",
         description="auto = Ascend when atc/CANN is installed on the NPU worker, else ONNX Runtime.",
     ),
     "soc_version": Param(
-        "auto",
+        DEFAULTS.backend.soc_version,
         type="string",
         pattern="^(auto|Ascend[0-9A-Za-z]+)$",
         title="SoC version",
@@ -113,7 +129,7 @@ PARAMS = {
         description="auto = read from npu-smi info (e.g. Ascend310P3).",
     ),
     "device_ids": Param(
-        [0],
+        list(DEFAULTS.backend.device_ids),
         anyOf=[
             {
                 "type": "array",
@@ -137,7 +153,7 @@ PARAMS = {
         description="'recipe default' passes no --precision_mode (atc uses force_fp16).",
     ),
     "batch_sizes": Param(
-        list(DEFAULT_BATCH_SIZES),
+        list(DEFAULTS.batch_sizes),
         type="array",
         minItems=1,
         maxItems=32,
@@ -148,7 +164,7 @@ PARAMS = {
         description="One compile -> infer -> perf chain each; integers 1-256, unique.",
     ),
     "perf_loops": Param(
-        20,
+        DEFAULTS.perf_loops,
         type="integer",
         minimum=1,
         maximum=100000,
@@ -157,7 +173,7 @@ PARAMS = {
         description="ais_bench --loop for the pure-performance run.",
     ),
     "perf_rounds": Param(
-        3,
+        DEFAULTS.perf_rounds,
         type="integer",
         minimum=1,
         maximum=20,
@@ -167,7 +183,7 @@ PARAMS = {
         "noise the regression check allows for.",
     ),
     "reference_images": Param(
-        16,
+        DEFAULTS.reference_images,
         type="integer",
         minimum=0,
         maximum=10000,
@@ -175,7 +191,9 @@ PARAMS = {
         section="Run",
         description="Images whose outputs are compared with PyTorch fp32 logits (0 = skip).",
     ),
-    "outfmt": Param("TXT", type="string", enum=["TXT", "NPY", "BIN"], title="Output format", section="Run"),
+    "outfmt": Param(
+        DEFAULTS.outfmt, type="string", enum=sorted(OUTPUT_FORMATS, reverse=True), title="Output format", section="Run"
+    ),
     "baseline": Param(
         None,
         type=["null", "string", "object"],
@@ -185,7 +203,7 @@ PARAMS = {
         'as {"1": 62.0, "4": 77.0} or "1:62,4:77".',
     ),
     "max_top1_drop": Param(
-        0.5,
+        DEFAULTS.thresholds.max_top1_drop,
         type="number",
         minimum=0,
         title="Max top-1 drop (pp)",
@@ -193,7 +211,7 @@ PARAMS = {
         description="Fail regression_check when top-1 drops more than this many points.",
     ),
     "max_throughput_drop_pct": Param(
-        10.0,
+        DEFAULTS.thresholds.max_throughput_drop_pct,
         type="number",
         minimum=0,
         title="Max throughput drop (%)",
@@ -222,10 +240,9 @@ def _as_list(value: Any) -> list:
     return list(value)
 
 
-def _config(params: dict[str, Any]):  # -> RecipeConfig; imported inside tasks (nothing heavy at parse time)
-    from twins_tasks.recipe import RecipeConfig
-
-    return RecipeConfig.from_params(params, cann_env=os.environ.get("TWINS_CANN_ENV"))
+def _config(planned: dict[str, Any]) -> RecipeConfig:
+    """The run's configuration, as the plan task built and checked it from the Params (once per run)."""
+    return RecipeConfig.from_dict(planned["config"])
 
 
 def _work_dir() -> str:
@@ -241,7 +258,7 @@ def _store():
 
 
 @dag(
-    dag_id="twins_svt_l_validation",
+    dag_id=DAG_ID,
     dag_display_name="Twins-SVT-L validation",
     description="Twins-SVT-L: preprocess, export, compile/infer/perf per batch size, accuracy, results DB.",
     doc_md=__doc__,
@@ -253,6 +270,8 @@ def _store():
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params=PARAMS,
+    # "{{ params.perf_loops }}" renders as the int the Param holds, not as its text.
+    render_template_as_native_obj=True,
     tags=["twins", "ascend", "validation"],
 )
 def twins_svt_l_validation():
@@ -260,9 +279,9 @@ def twins_svt_l_validation():
     @maps_failures
     def plan(params: dict[str, Any]) -> dict[str, Any]:
         """Check what the Params form cannot, and resolve the backend on the NPU worker."""
-        from twins_tasks.pipeline import plan_run
+        from twins_tasks.steps import plan_run
 
-        config = _config(params)
+        config = RecipeConfig.from_params(params, cann_env=os.environ.get("TWINS_CANN_ENV"))
         planned = plan_run(config, work_dir=_work_dir(), run_key=get_current_context()["run_id"], store=_store())
         log.info(
             "Backend %s (asked: %s), batch sizes %s, run folder %s",
@@ -275,11 +294,11 @@ def twins_svt_l_validation():
 
     @task(execution_timeout=dt.timedelta(hours=6))
     @maps_failures
-    def preprocess(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def preprocess(planned: dict[str, Any]) -> dict[str, Any]:
         """JPEGs -> float32 .bin (cached by dataset content), in a child process so that it may use every core."""
         from twins_airflow.hooks import ToolHook
 
-        config = _config(params)
+        config = _config(planned)
         args = ["--root_path", config.dataset_path, "--cache-dir", planned["cache_dir"]]
         if config.limit is not None:
             args += ["--limit", str(config.limit)]
@@ -287,10 +306,10 @@ def twins_svt_l_validation():
 
     @task(execution_timeout=dt.timedelta(hours=1))
     @maps_failures
-    def export(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        from twins_tasks.pipeline import prepare_model
+    def export(planned: dict[str, Any]) -> dict[str, Any]:
+        from twins_tasks.export import prepare_model
 
-        config = _config(params)
+        config = _config(planned)
         return prepare_model(
             planned["cache_dir"],
             model_name=config.model_name,
@@ -304,11 +323,11 @@ def twins_svt_l_validation():
     inputs = preprocess(planned)
     model = export(planned)
 
-    @task_group(group_id="per_batch_size")
+    @task_group(group_id=BATCH_GROUP_ID)
     def per_batch_size(batch_size: int):
         """compile -> infer -> perf for one batch size."""
         compiled = CompileOperator(
-            task_id="compile",
+            task_id=COMPILE_TASK_ID,
             backend=planned["backend"],
             backend_options=planned["backend_options"],
             model=model["onnx"],
@@ -320,7 +339,7 @@ def twins_svt_l_validation():
             execution_timeout=dt.timedelta(hours=2),
         )
         inferred = InferOperator(
-            task_id="infer",
+            task_id=INFER_TASK_ID,
             backend=planned["backend"],
             backend_options=planned["backend_options"],
             artifact=compiled.output,
@@ -335,7 +354,7 @@ def twins_svt_l_validation():
             execution_timeout=dt.timedelta(hours=4),
         )
         measured = PerfOperator(
-            task_id="perf",
+            task_id=PERF_TASK_ID,
             backend=planned["backend"],
             backend_options=planned["backend_options"],
             artifact=compiled.output,
@@ -351,7 +370,7 @@ def twins_svt_l_validation():
         )
         # perf follows infer, never beside it; it reads infer's record to prefer the same chip.
         inferred >> measured
-        return {"compile": compiled.output, "infer": inferred.output, "perf": measured.output}
+        return dict(zip(BATCH_STEPS, (compiled.output, inferred.output, measured.output), strict=True))
 
     @task(execution_timeout=dt.timedelta(minutes=5))
     def batch_sizes(sizes: list[int]) -> list[int]:
@@ -368,38 +387,37 @@ def twins_svt_l_validation():
         inputs: dict[str, Any] | None,
         model: dict[str, Any] | None,
         planned: dict[str, Any] | None,
-        params: dict[str, Any],
     ) -> list[dict[str, Any]]:
         """Top-1/top-5 per batch size and agreement with the PyTorch reference; why a batch size has no result."""
-        from twins_tasks.pipeline import collect_rows, prepare_reference_for
+        from twins_tasks.results import collect_rows
+        from twins_tasks.steps import prepare_reference_for
 
         if planned is None or inputs is None or model is None:
             failed = [
                 name for name, value in (("plan", planned), ("preprocess", inputs), ("export", model)) if not value
             ]
             raise AirflowFailException(f"nothing to score: {', '.join(failed)} failed (see their logs)")
-        reference = prepare_reference_for(_config(params), planned["cache_dir"], inputs, model)
-        records = {step: [r for r in _as_list((chains or {}).get(step)) if r] for step in ("compile", "infer", "perf")}
+        reference = prepare_reference_for(_config(planned), planned["cache_dir"], inputs, model)
+        records = {step: [r for r in _as_list((chains or {}).get(step)) if r] for step in BATCH_STEPS}
         return collect_rows(planned["batch_sizes"], records, inputs, reference, planned["failure_dir"])
 
-    @task(execution_timeout=dt.timedelta(minutes=10))
+    @task(task_id=RECORD_TASK_ID, execution_timeout=dt.timedelta(minutes=10))
     @maps_failures
     def record(
         rows: list[dict[str, Any]],
         inputs: dict[str, Any],
         model: dict[str, Any],
         planned: dict[str, Any],
-        params: dict[str, Any],
     ) -> dict[str, Any]:
         """Upsert the run and its batch rows (a retry or re-run leaves exactly one set)."""
-        from twins_tasks.pipeline import record_results
+        from twins_tasks.results import record_results
 
         dag_run = get_current_context()["dag_run"]
         recorded = record_results(
             _store(),
-            _config(params),
+            _config(planned),
             run_key=dag_run.run_id,
-            source="airflow:twins_svt_l_validation",
+            source=f"airflow:{DAG_ID}",
             inputs=inputs,
             model=model,
             backend_description=planned["backend_description"],
@@ -410,12 +428,12 @@ def twins_svt_l_validation():
 
     @task(execution_timeout=dt.timedelta(minutes=10))
     @maps_failures
-    def report(recorded: dict[str, Any], planned: dict[str, Any], params: dict[str, Any]) -> str:
+    def report(recorded: dict[str, Any], planned: dict[str, Any]) -> str:
         """Write the recipe's table to <run folder>/report.md and show it in this task's log."""
-        from twins_tasks.pipeline import write_report
+        from twins_tasks.report import write_report
 
         store = _store()
-        text, path = write_report(store, recorded["run_key"], params.get("baseline"), planned["run_dir"])
+        text, path = write_report(store, recorded["run_key"], _config(planned).baseline, planned["run_dir"])
         # Through the logger, not print(): printed output lands in a collapsed group of the UI's log view.
         log.info("Report for run %s:\n%s", recorded["run_key"], text)
         log.info("Report written to %s; results database: %s", path, store.describe())
@@ -424,13 +442,11 @@ def twins_svt_l_validation():
     # On the device's queue and pool: a suspect drop is re-measured once before it fails the check.
     @task(retries=0, queue=NPU_QUEUE, pool=NPU_POOL, execution_timeout=dt.timedelta(hours=1))
     @maps_failures
-    def regression_check(
-        recorded: dict[str, Any], rows: list[dict[str, Any]], planned: dict[str, Any], params: dict[str, Any]
-    ) -> str:
+    def regression_check(recorded: dict[str, Any], rows: list[dict[str, Any]], planned: dict[str, Any]) -> str:
         """Fail when accuracy or throughput dropped beyond thresholds and noise, or when a batch size failed."""
-        from twins_tasks.pipeline import regression_step
+        from twins_tasks.regression import regression_step
 
-        outcome = regression_step(_store(), _config(params), planned, recorded, rows)
+        outcome = regression_step(_store(), _config(planned), planned, recorded, rows)
         log.info("%s", outcome.text())
         if not outcome.ok:
             problems = outcome.regressions + [f"bs{bs} has no result: {e}" for bs, e in outcome.incomplete.items()]

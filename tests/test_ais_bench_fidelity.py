@@ -95,7 +95,7 @@ def test_fp16_outputs_are_float16_files_and_postprocess_scores_them(env, outfmt)
 
 def test_fp16_bin_outputs_compare_with_the_pytorch_reference(env):
     """`twins compare` reads float16 BIN outputs too (agreement with PyTorch is the meaningful number)."""
-    from twins_tasks.reference import compare
+    from twins_tasks.reference import compare_with_reference
 
     inputs = env / "bin_path"
     make_inputs(inputs, 4)
@@ -105,7 +105,7 @@ def test_fp16_bin_outputs_compare_with_the_pytorch_reference(env):
     logits = np.stack([np.fromfile(inputs / f"{s}.bin", np.float32)[:150000].reshape(1000, -1).mean(1) for s in stems])
     reference = env / "ref.npz"
     np.savez(reference, stems=np.array(stems), logits=logits.astype(np.float32), meta=np.array(json.dumps({})))
-    record = compare(reference, result.output_dir)
+    record = compare_with_reference(reference, result.output_dir)
     assert record["num_compared"] == 4 and record["num_invalid"] == 0
     assert record["top1_agreement"] == 1.0 and record["max_abs_diff"] < 1e-3  # float16 rounding only
 

@@ -245,7 +245,7 @@ def test_compile_failure_carries_atc_error_codes(fake, monkeypatch, tmp_path):
 def test_compile_rejects_missing_model_and_bad_batch(fake, tmp_path):
     with pytest.raises(InputError, match="ONNX model .*missing.onnx not found"):
         fake.backend().compile(tmp_path / "missing.onnx", 1, tmp_path)
-    with pytest.raises(InputError, match="batch size 0 must be an integer >= 1"):
+    with pytest.raises(InputError, match="batch size must be an integer >= 1 and <= 256, got 0"):
         fake.backend().compile(fake.model, 0, tmp_path)
     assert fake.calls("atc") == []
 

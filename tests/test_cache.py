@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from twins_tasks.backends.base import Backend, CompileResult
+from twins_tasks.backends.base import Backend
 from twins_tasks.cache import COMPILE_RECORD, compile_cached, sweep_stale_temps
 from twins_tasks.errors import MissingOutputError
+from twins_tasks.types import CompileResult
 
 
 class CountingBackend(Backend):

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twins_tasks import BIN_BYTES
 from twins_tasks import export as export_module
 from twins_tasks import reference as reference_module
-from twins_tasks.preprocess import PREPROCESS_RECORD, prepare_inputs
+from twins_tasks.constants import BIN_BYTES
+from twins_tasks.preprocess.inputs import PREPROCESS_RECORD, prepare_inputs
 from twins_tasks.sample import make_sample
 
 

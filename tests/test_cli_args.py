@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from twins_tasks import backends
-from twins_tasks.cli import main
+from twins_tasks.cli import arguments, main
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +16,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(backends, "backend_from_args", refuse)
+    monkeypatch.setattr(arguments, "get_backend", refuse)
 
 
 @pytest.mark.parametrize("command", ["compile", "infer", "perf"])

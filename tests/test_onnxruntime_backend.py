@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from twins_tasks import BIN_BYTES
 from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
+from twins_tasks.constants import BIN_BYTES
 from twins_tasks.errors import InputError
 from twins_tasks.layout import read_output
 from twins_tasks.perf import parse_summary
@@ -297,7 +297,7 @@ def test_options_key_and_describe(backend: OnnxRuntimeBackend) -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    from twins_tasks import inference
+    from twins_tasks.cli import inference
 
     parser = argparse.ArgumentParser(prog="twins")
     inference.register(parser.add_subparsers(dest="command", required=True))

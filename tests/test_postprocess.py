@@ -202,7 +202,7 @@ def test_label_source_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    from twins_tasks import postprocess
+    from twins_tasks.cli import postprocess
 
     parser = argparse.ArgumentParser(prog="twins")
     postprocess.register(parser.add_subparsers(dest="command", required=True))

@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from twins_tasks import BIN_BYTES, MEAN, STD, cli
+from twins_tasks import cli
+from twins_tasks.constants import BIN_BYTES, MEAN, STD
 from twins_tasks.errors import InputError
 from twins_tasks.labels import IMAGENET, imagenet_wnids
-from twins_tasks.preprocess import (
-    CLASSES_NAME,
-    MANIFEST_NAME,
-    STAMPS_NAME,
-    list_dataset,
-    preprocess,
-    read_classes,
-    read_manifest,
-    transform_image,
-)
+from twins_tasks.preprocess.bins import STAMPS_NAME, preprocess
+from twins_tasks.preprocess.dataset import list_dataset
+from twins_tasks.preprocess.manifest import CLASSES_NAME, MANIFEST_NAME, read_manifest
+from twins_tasks.preprocess.transform import transform_image
 from twins_tasks.sample import make_sample, synthetic_photo
 
 
@@ -127,7 +122,7 @@ def test_bins_manifest_and_classes(sample, tmp_path):
         # Raw float32 CHW, no header: exactly transform_image's array.
         np.testing.assert_array_equal(np.fromfile(data, dtype=np.float32).reshape(3, 224, 224), transform_image(image))
 
-    assert (out / CLASSES_NAME).read_text().splitlines() == classes == read_classes(out)
+    assert (out / CLASSES_NAME).read_text().splitlines() == classes
     rows = read_manifest(out)
     assert rows == read_manifest(out / MANIFEST_NAME)
     assert [Path(r.source) for r in rows] == images  # dataset order: class folder, then file name
@@ -185,7 +180,7 @@ def test_limit_takes_round_robin_subset(sample, tmp_path):
     index = imagenet_wnids().index
     assert [r.label for r in rows] == [index(classes[0]), index(classes[0]), index(classes[1]), index(classes[2])]
     # All classes are still listed: labels keep their full-dataset meaning.
-    assert read_classes(tmp_path / "bins") == classes
+    assert (tmp_path / "bins" / CLASSES_NAME).read_text().splitlines() == classes
     with pytest.raises(InputError, match="--limit"):
         list_dataset(sample, limit=0)
 
@@ -443,7 +438,7 @@ def test_disk_full_from_the_cli_is_one_error_line(sample, small_disk, capsys):
 
 
 def test_dangling_image_link_is_a_bad_image_and_does_not_crash_the_fingerprint(sample, tmp_path):
-    from twins_tasks.preprocess import prepare_inputs
+    from twins_tasks.preprocess.inputs import prepare_inputs
 
     root = _copy_sample(sample, tmp_path)
     link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
@@ -456,7 +451,7 @@ def test_dangling_image_link_is_a_bad_image_and_does_not_crash_the_fingerprint(s
 
 
 def test_image_link_to_itself_is_a_bad_image(sample, tmp_path):
-    from twins_tasks.preprocess import prepare_inputs
+    from twins_tasks.preprocess.inputs import prepare_inputs
 
     root = _copy_sample(sample, tmp_path)
     link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
@@ -466,7 +461,7 @@ def test_image_link_to_itself_is_a_bad_image(sample, tmp_path):
 
 
 def test_folder_symlink_loop_is_refused_naming_the_link(sample, tmp_path):
-    from twins_tasks.preprocess import prepare_inputs
+    from twins_tasks.preprocess.inputs import prepare_inputs
 
     root = _copy_sample(sample, tmp_path)
     loop = next(p for p in root.iterdir() if p.is_dir()) / "again"
@@ -489,7 +484,7 @@ def test_dangling_class_folder_link_is_refused(sample, tmp_path):
 @pytest.mark.parametrize("root", ["/", "/usr", "/proc"])
 def test_system_folders_are_refused_before_walking(root, tmp_path, monkeypatch):
     from twins_tasks import files
-    from twins_tasks.preprocess import prepare_inputs
+    from twins_tasks.preprocess.inputs import prepare_inputs
 
     def no_walk(*args, **kwargs):
         raise AssertionError("walked a system folder")
@@ -512,7 +507,7 @@ def test_folder_above_the_val_folder_is_refused(sample, tmp_path):
 
 
 def test_disk_full_in_the_cache_says_which_work_dir(sample, small_disk):
-    from twins_tasks.preprocess import prepare_inputs
+    from twins_tasks.preprocess.inputs import prepare_inputs
 
     with pytest.raises(InputError, match=rf"no space left on {small_disk}/cache/bins/\w+ .*use another --work_dir"):
         prepare_inputs(sample, small_disk / "cache", workers=1)

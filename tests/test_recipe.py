@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from twins_tasks.cli.arguments import recipe_from_args
 from twins_tasks.errors import InputError, MissingOutputError, ToolError
 from twins_tasks.recipe import BackendSettings, RecipeConfig
 
@@ -41,7 +42,7 @@ def _cli_args(*flags: str):
 
 def test_cli_flags_and_dag_params_of_the_same_setup_give_the_same_configuration():
     from_dag = RecipeConfig.from_params(_dag_params())
-    from_cli = RecipeConfig.from_args(
+    from_cli = recipe_from_args(
         _cli_args(
             "--root_path",
             "/data/val",
@@ -85,15 +86,13 @@ def test_one_validation_names_the_bad_setting(change, words):
 
 
 def test_device_ids_from_the_form_and_the_cli():
-    from twins_tasks.recipe import parse_device_ids
+    from twins_tasks.checks import parse_device_ids
 
     assert RecipeConfig.from_params(_dag_params(device_ids=[2, 3])).backend.device_ids == (2, 3)
     assert RecipeConfig.from_params(_dag_params(device_ids="auto")).backend.device_ids == "auto"
     args = _cli_args("--root_path", "d", "--random-init", "--device-ids", "0,1")
-    assert RecipeConfig.from_args(args).backend.device_ids == (0, 1)
-    assert RecipeConfig.from_args(
-        _cli_args("--root_path", "d", "--random-init", "--device", "3")
-    ).backend.device_ids == (3,)
+    assert recipe_from_args(args).backend.device_ids == (0, 1)
+    assert recipe_from_args(_cli_args("--root_path", "d", "--random-init", "--device", "3")).backend.device_ids == (3,)
     with pytest.raises(InputError, match="listed twice"):
         parse_device_ids("1,1")
     # The backend's own device is the first chip (commands run outside a lease use it).
@@ -153,7 +152,7 @@ def test_maps_failures_keeps_the_signature_airflow_inspects():
 def test_perf_prefers_the_chip_that_ran_inference_then_any_chip_of_the_run():
     import socket
 
-    from twins_tasks.pipeline import chips_for_perf
+    from twins_tasks.steps import chips_for_perf
 
     here = socket.gethostname()
     assert chips_for_perf([0, 1, 2], {"host": here, "chip": 2}) == [2, 0, 1]  # lease_chip tries them in order
@@ -163,7 +162,7 @@ def test_perf_prefers_the_chip_that_ran_inference_then_any_chip_of_the_run():
 
 
 def test_skipped_images_reach_the_run_record():
-    from twins_tasks.pipeline import build_run
+    from twins_tasks.results import build_run
 
     inputs = {
         "dataset_fingerprint": "f",

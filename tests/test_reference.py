@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from twins_tasks import BIN_BYTES, cli
+from twins_tasks import cli
+from twins_tasks.constants import BIN_BYTES
 from twins_tasks.errors import InputError, MissingOutputError, ParityError
 from twins_tasks.export import load_model
 from twins_tasks.layout import output_path, write_output
-from twins_tasks.reference import compare, load_reference, reference_logits
+from twins_tasks.reference import compare_with_reference, load_reference, reference_logits
 
 SMALL = "twins_svt_small"
 # Natural order puts img_2 before img_10 (a plain sort would not); `notes.txt` is not an input.
@@ -86,7 +87,7 @@ def test_compare_identical_outputs(tmp_path, reference, outfmt):
     stems, logits, _ = load_reference(out)
     pred = _predictions(tmp_path / "pred", stems, logits, outfmt)
     # atol 0: exact for NPY/BIN; for TXT only the %f rounding is allowed.
-    record = compare(out, pred, min_top1_agreement=1.0, atol=0.0)
+    record = compare_with_reference(out, pred, min_top1_agreement=1.0, atol=0.0)
     assert record["passed"] and record["num_compared"] == 4 and record["num_missing"] == 0
     assert record["top1_agreement"] == 1.0 and record["top5_overlap"] == 1.0
     assert record["formats"] == {outfmt.lower(): 4}
@@ -107,7 +108,7 @@ def test_compare_counts_disagreement_missing_and_unreadable(tmp_path, reference)
     output_path(pred, stems[3], 0, "TXT").unlink()  # img_10: missing
     (pred / "img_11_0.txt").write_text("1.0 \n")  # not in the reference: ignored
     (pred / "img_3_1.txt").write_text("1.0 \n")  # a second output index: ignored
-    record = compare(out, pred)
+    record = compare_with_reference(out, pred)
     assert record["num_compared"] == 3 and record["num_missing"] == 1 and record["missing"] == ["img_10"]
     assert record["top1_agreement"] == pytest.approx(2 / 3)
     assert record["top5_overlap"] < 1.0
@@ -115,7 +116,7 @@ def test_compare_counts_disagreement_missing_and_unreadable(tmp_path, reference)
     assert record["passed"] and record["failures"] == []  # no thresholds given: report only
 
     write_output(output_path(pred, stems[0], 0, "TXT"), np.ones((1, 10), np.float32), "TXT")
-    record = compare(out, pred)
+    record = compare_with_reference(out, pred)
     assert record["num_invalid"] == 1 and "img_1_0.txt: expected 1000 values, found 10" in record["invalid"]["img_1"]
     assert record["num_compared"] == 2 and record["top1_agreement"] == pytest.approx(1 / 2)
 
@@ -128,7 +129,7 @@ def test_compare_threshold_failure_writes_json_then_raises(tmp_path, reference):
     pred = _predictions(tmp_path / "pred", stems, pred_logits, "NPY")
     json_path = tmp_path / "compare.json"
     with pytest.raises(ParityError, match=r"top-1 agreement 50\.0% < 99\.0%"):
-        compare(out, pred, min_top1_agreement=0.99, json_path=json_path)
+        compare_with_reference(out, pred, min_top1_agreement=0.99, json_path=json_path)
     saved = json.loads(json_path.read_text())
     assert saved["passed"] is False and saved["top1_agreement"] == 0.5 and saved["num_compared"] == 4
 
@@ -137,11 +138,11 @@ def test_compare_nothing_to_compare(tmp_path, reference):
     out, _ = reference
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingOutputError, match="none of the 4 reference images"):
-        compare(out, tmp_path / "empty")
+        compare_with_reference(out, tmp_path / "empty")
     with pytest.raises(InputError, match="does not exist"):
-        compare(out, tmp_path / "nope")
+        compare_with_reference(out, tmp_path / "nope")
     with pytest.raises(InputError, match="twins reference"):
-        compare(tmp_path / "nope.npz", tmp_path / "empty")
+        compare_with_reference(tmp_path / "nope.npz", tmp_path / "empty")
 
 
 def test_reference_rejects_wrong_input_size(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from twins_tasks.regression import Thresholds, check_regression, compare, throughput_drop
+from twins_tasks.regression import check_regression, compare, throughput_drop
 from twins_tasks.store import ResultsStore
+from twins_tasks.types import Thresholds
 
 
 def _row(bs: int, tp: float, lo: float | None = None, hi: float | None = None, **extra):

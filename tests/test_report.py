@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from twins_tasks.baseline import BASELINE_PRESETS, parse_baseline_numbers
 from twins_tasks.errors import InputError
-from twins_tasks.regression import Thresholds, compare
-from twins_tasks.report import BASELINE_PRESETS, best_batch_size, parse_baseline_numbers, perf_table, render
+from twins_tasks.regression import compare
+from twins_tasks.report import best_batch_size, perf_table, render
+from twins_tasks.types import Thresholds
 
 
 def test_perf_table_with_baseline_and_ratio():
@@ -96,7 +98,7 @@ def test_regression_compare():
 
 
 def test_render_shows_skipped_images_failed_batch_sizes_and_perf_spread():
-    from twins_tasks.preprocess import skipped_fields
+    from twins_tasks.preprocess.inputs import skipped_fields
 
     inputs = {"bad": [(f"/data/val/n01440764/img{i}.JPEG", "UnidentifiedImageError: x") for i in range(12)]}
     fields = skipped_fields(inputs)

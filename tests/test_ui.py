@@ -25,7 +25,8 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from twins_tasks import results_views as views
-from twins_tasks.report import BASELINE_PRESETS, perf_table
+from twins_tasks.baseline import BASELINE_PRESETS
+from twins_tasks.report import perf_table
 from twins_tasks.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,13 +334,14 @@ def test_every_route_needs_a_login(store: ResultsStore) -> None:
 def test_results_database_is_the_connection_else_sqlite_in_airflow_home(
     airflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twins_airflow.ui.app import StoreCache, results_url_from_airflow
+    from twins_airflow.hooks import results_url
+    from twins_airflow.ui.app import StoreCache
 
     monkeypatch.delenv("AIRFLOW_CONN_TWINS_RESULTS", raising=False)
-    assert results_url_from_airflow() == f"sqlite:///{airflow_db / 'twins_results.db'}"
+    assert results_url() == f"sqlite:///{airflow_db / 'twins_results.db'}"
     monkeypatch.setenv("AIRFLOW_CONN_TWINS_RESULTS", "postgresql://user:secret@db.example:5432/results")
     # Airflow renders it as postgres://, which ResultsStore maps to an installed driver.
-    assert results_url_from_airflow() == "postgres://user:secret@db.example:5432/results"
+    assert results_url() == "postgres://user:secret@db.example:5432/results"
 
     urls = iter(["sqlite:///:memory:", "sqlite:///:memory:", "sqlite://"])
     cache = StoreCache(lambda: next(urls), ttl=0.0)  # looked up on every call

@@ -47,11 +47,6 @@ def lease_dir() -> Path:
     return Path(os.environ.get("TWINS_LEASE_DIR") or DEFAULT_LEASE_DIR)
 
 
-def list_chips(devices: Sequence[NpuDevice]) -> list[int]:
-    """Every chip's logical device id (what ``ais_bench --device`` takes), in ``npu-smi info`` order."""
-    return list(dict.fromkeys(dev.device_id for dev in devices))
-
-
 def resolve_device_ids(device_ids: str | Sequence[int], chips: Callable[[], list[int]]) -> list[int]:
     """``auto`` = every chip ``chips()`` reports (``npu-smi info``); else the given ids, checked.
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 
 class TwinsError(Exception):
-    """Base class: the message is meant for the person reading the log or the terminal."""
+    """Base class: the message is meant for the person reading the log or the terminal.
+
+    ``exit_status`` is what the ``twins`` command exits with (as click's ``ClickException.exit_code``; named
+    apart from :attr:`ToolError.exit_code`, the failed tool's own): the library only raises, the CLI maps every
+    error in one place (:func:`twins_tasks.cli.main`).
+    """
+
+    exit_status = 1  # a step failed: a tool, missing outputs
 
 
 class InputError(TwinsError):
-    """Bad user input: a path, a flag value, a dataset, a checkpoint."""
+    """Bad user input: a path, a flag value, a dataset, a checkpoint. Airflow fails such a task without retries."""
+
+    exit_status = 2  # as argparse's usage errors
 
 
 class CheckpointError(InputError):

@@ -11,7 +11,6 @@ torch/timm/onnx/onnxruntime are imported inside functions: ``twins --help`` must
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import re
@@ -23,29 +22,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import DEFAULT_MODEL, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .cache import discard_incomplete, load_record, relative_paths, require_record, sweep_stale_temps
+from .checks import check_weights_choice
+from .constants import DEFAULT_MODEL, DEFAULT_OPSET, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .errors import CheckpointError, InputError, ParityError, ToolError
 from .files import (
     atomic_dir,
     atomic_path,
     cached_sha256,
-    check_output_file,
     is_no_space,
     no_space_is_input_error,
     sha256_json,
     write_json_atomic,
 )
+from .versions import software_versions
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 11  # the recipe's opset; works with torch 2.14's TorchScript exporter (LayerNorm/GELU decomposed)
 EXAMPLE_BATCH = 2  # >1 so that a batch size the tracer folded into a constant shows up in the batch-1 check
 _LIST = 10  # how many key names an error message lists per kind
 EXPORT_RECORD = "export.json"  # the ONNX cache entry's completion record (see prepare_model)
+_EXPORT_STACK = ("torch", "timm", "onnx", "onnxruntime")  # the versions an export record names
 _EXPORT_PATHS = ("onnx", "parity_json")  # stored in it relative to the cache entry
 
 
@@ -222,17 +222,6 @@ def describe_weights(
     }
 
 
-def check_weights_choice(resume: str | Path | None, random_init: bool) -> None:
-    """Exactly one of a checkpoint or an explicit random init."""
-    if resume is None and not random_init:
-        raise InputError(
-            "no checkpoint given: pass --resume CHECKPOINT.pth (e.g. alt_gvt_large.pth), or "
-            "--random-init --seed S to use untrained random weights on purpose"
-        )
-    if resume is not None and random_init:
-        raise InputError(f"both a checkpoint ({resume}) and --random-init given: choose one")
-
-
 def load_model(
     model_name: str = DEFAULT_MODEL, resume: str | Path | None = None, random_init: bool = False, seed: int = 0
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -288,20 +277,6 @@ def _quiet_exporter() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=r"The feature will be removed.*")
         yield
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import timm
-    import torch
-
-    return {
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
 
 
 def parity_path(output: str | Path) -> Path:
@@ -504,7 +479,7 @@ def _export_onnx(
         **weights,
         "parity": parity,
         "parity_json": str(parity_path(output)),
-        "versions": _versions(),
+        "versions": software_versions(_EXPORT_STACK),
         "export_seconds": seconds["export"],
         "seconds": seconds,
     }
@@ -543,8 +518,8 @@ def prepare_model(
     opset: int = 11,
 ) -> dict[str, Any]:
     """Export (or reuse) the ONNX model keyed by checkpoint hash + export options + exporter versions."""
-    if resume and random_init:
-        raise InputError("give either a checkpoint (--resume) or --random-init, not both")
+    resume = resume or None  # an empty Param means no checkpoint
+    check_weights_choice(resume, random_init)
     if resume:
         if not Path(resume).is_file():
             raise InputError(
@@ -552,15 +527,8 @@ def prepare_model(
                 f"(or use --random-init --seed S for a weights-free check)"
             )
         weights_id: dict[str, Any] = {"checkpoint_sha256": cached_sha256(resume)}
-    elif random_init:
-        weights_id = {"random_init_seed": seed}
     else:
-        raise InputError(
-            "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
-            "validate the toolchain with seeded random weights"
-        )
-    from .pipeline import software_versions  # here: pipeline imports this module
-
+        weights_id = {"random_init_seed": seed}
     versions = software_versions()
     key = sha256_json(
         {
@@ -607,62 +575,3 @@ def prepare_model(
         )
         write_json_atomic(tmp / EXPORT_RECORD, relative_paths(record, target, _EXPORT_PATHS))
     return {**require_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes"), "cached": False}
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model --resume --random-init --seed``: shared by pth2onnx and reference."""
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL} == Twins alt_gvt_large)"
-    )
-    parser.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        help="checkpoint .pth (state dict, {'model': ...} or {'state_dict': ...}; 'module.' prefixes are stripped)",
-    )
-    parser.add_argument(
-        "--random-init", action="store_true", help="no checkpoint: use random weights on purpose (the outputs say so)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pth2onnx",
-        help="export the checkpoint to ONNX and check it against PyTorch",
-        description="Recipe step Twins_pth2onnx.py: build the model, load --resume strictly, "
-        "export ONNX (input 'input' (N,3,224,224), output 'output' (N,1000), "
-        "dynamic batch), run onnx.checker and an ONNX Runtime parity check.",
-    )
-    add_weights_arguments(p)
-    p.add_argument("--output", type=Path, required=True, help="ONNX file to write (e.g. alt_gvt_large.onnx)")
-    p.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}, as in the recipe)"
-    )
-    p.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed vs PyTorch")
-    p.add_argument("--parity-batch", type=int, default=2, help="random images in the parity check (default 2)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    check_output_file(args.output, "--output")
-    record = export_onnx(
-        args.output,
-        model_name=args.model,
-        resume=args.resume,
-        random_init=args.random_init,
-        seed=args.seed,
-        opset=args.opset,
-        parity_batch=args.parity_batch,
-        atol=args.atol,
-    )
-    print(
-        f"Wrote {record['onnx']} ({record['size_bytes'] / 2**20:.1f} MiB, opset {record['opset']}, "
-        f"sha256 {record['sha256'][:16]}...)"
-    )
-    print(parity_line(record["parity"]))
-    print(f"Weights: {record['weights']}")
-    return 0

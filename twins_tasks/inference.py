@@ -1,92 +1,19 @@
-"""The compile and inference steps: ``twins compile`` (atc's part) and ``twins infer`` (ais_bench's part).
+"""The inference step: a backend's ``infer`` (ais_bench's part of the recipe) that ends cleanly on a full disk.
 
-Flags mirror the recipe's tools so a practitioner recognises them::
-
-    twins compile --backend onnxruntime --model alt_gvt_large.onnx --batchsize 4 --output om/
-    twins infer --model om/alt_gvt_large_bs4.onnx --input bin_path/ --batchsize 4 \\
-        --output result --output_dirname alt_gvt_large_bs4 --outfmt TXT
+``twins compile``/``twins infer`` (``twins_tasks/cli/inference.py``) and the DAG's infer task call it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .files import check_output_dir, check_output_file, is_no_space, no_space_is_input_error, write_json_atomic
-from .layout import OUTPUT_FORMATS
-from .recipe import MAX_BATCH_SIZE
+from .files import is_no_space, no_space_is_input_error
 
 if TYPE_CHECKING:
-    from .backends.base import Backend, InferResult
-
-# The DAG's batch_sizes Param range (and pipeline.parse_batch_sizes'): bs 100000 would try to allocate 56 GiB.
-MIN_BATCH_SIZE = 1
-
-
-def batch_size_arg(text: str) -> int:
-    """argparse ``type`` for ``--batchsize``: an integer from 1 to 256 (exit 2 with the reason otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not MIN_BATCH_SIZE <= value <= MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"{value} is out of range: use {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE} (the DAG's batch_sizes range; "
-            f"one input is 602,112 bytes, so bs {value} needs {value * 602_112 / 2**30:.1f} GiB per batch)"
-        )
-    return value
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from .backends import add_backend_arguments
-
-    c = subparsers.add_parser(
-        "compile",
-        help="compile an ONNX model for one batch size (atc)",
-        description="Fix the batch size of an ONNX model and build the backend's artifact "
-        "(atc's .om on Ascend, an optimized .onnx for ONNX Runtime).",
-    )
-    add_backend_arguments(c)
-    c.add_argument("--model", required=True, help="ONNX model with a dynamic batch axis (from `twins pth2onnx`)")
-    c.add_argument(
-        "--batchsize", type=batch_size_arg, required=True, help="batch size the artifact is built for (1-256)"
-    )
-    c.add_argument("--output", required=True, help="folder for the artifact")
-    c.add_argument("--name", default=None, help="artifact base name (default <model stem>_bs<N>, as atc --output)")
-    c.add_argument("--json", dest="json_path", help="write the compile record as JSON here")
-    c.set_defaults(func=_compile_main)
-
-    i = subparsers.add_parser(
-        "infer",
-        help="run every preprocessed input through an artifact (ais_bench)",
-        description="Run the inputs in batches and write one output per input as "
-        "<output>/<output_dirname>/<stem>_0.<fmt>, as ais_bench does.",
-    )
-    add_backend_arguments(i)
-    i.add_argument("--model", "-m", required=True, help="compiled artifact (from `twins compile`)")
-    i.add_argument(
-        "--input",
-        "-i",
-        required=True,
-        help="one folder of .bin/.npy inputs, or comma-separated files (ais_bench reads a "
-        "comma-separated list of folders as one folder per model input; this model has one)",
-    )
-    i.add_argument("--batchsize", type=batch_size_arg, required=True, help="the artifact's batch size (1-256)")
-    i.add_argument("--output", "-o", default=None, help="result root folder")
-    i.add_argument(
-        "--output_dirname",
-        default=None,
-        help="sub-folder of --output for the outputs (default: a timestamp, as ais_bench)",
-    )
-    i.add_argument(
-        "--outfmt", default="BIN", type=str.upper, choices=OUTPUT_FORMATS, help="output file format (default BIN)"
-    )
-    i.add_argument("--json", dest="json_path", help="write the run record (summary included) as JSON here")
-    i.set_defaults(func=_infer_main, _parser=i)
+    from .backends.base import Backend
+    from .types import InferResult
 
 
 def infer_checked(
@@ -114,54 +41,3 @@ def infer_checked(
             for leftover in out_dir.glob(".*.tmp"):  # layout.write_output's temp names
                 leftover.unlink(missing_ok=True)
         raise
-
-
-def _compile_main(args: argparse.Namespace) -> int:
-    from .backends import backend_from_args
-
-    check_output_dir(args.output, "--output")
-    check_output_file(args.json_path, "--json")
-    backend = backend_from_args(args)
-    result = backend.compile(Path(args.model), args.batchsize, Path(args.output), name=args.name)
-    print(
-        f"{result.artifact}  (batch size {result.batch_size}, compiled by {result.backend} in "
-        f"{result.compile_seconds:.1f} s)",
-        flush=True,
-    )
-    _emit(result.to_dict(), args.json_path)
-    return 0
-
-
-def _infer_main(args: argparse.Namespace) -> int:
-    from .backends import backend_from_args
-
-    if args.output is None:
-        # ais_bench's own words for the same mistake; argument errors exit 2 there too.
-        if args.output_dirname is not None:
-            args._parser.error("--output_dirname requires --output (output_dirname is a sub-folder of output)")
-        args._parser.error("--output is required: outputs go to <output>/<output_dirname>/")
-    dirname = args.output_dirname or datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
-    check_output_dir(Path(args.output) / dirname, "--output/--output_dirname")
-    check_output_file(args.json_path, "--json")
-    backend = backend_from_args(args)
-    result = infer_checked(
-        backend, Path(args.model), args.input, args.batchsize, Path(args.output), dirname, outfmt=args.outfmt
-    )
-    compute = result.summary.get("NPU_compute_time", {})
-    print(
-        f"{result.num_inputs} inputs -> {result.num_outputs} outputs in {result.output_dir} ({args.outfmt}), "
-        f"batch size {result.batch_size}, {result.seconds:.1f} s, {result.throughput:.2f} img/s end to end, "
-        f"compute {compute.get('mean', 0.0):.2f} ms/batch ({result.summary.get('throughput', 0.0):.2f} img/s)",
-        flush=True,
-    )
-    if args.json_path:
-        write_json_atomic(args.json_path, result.to_dict())
-    return 0
-
-
-def _emit(record: dict, json_path: str | None) -> None:
-    """A JSON record for scripts: to ``--json PATH`` or as one last stdout line."""
-    if json_path:
-        write_json_atomic(json_path, record)
-    else:
-        print(json.dumps(record), flush=True)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import NUM_CLASSES
+from .constants import NUM_CLASSES
 from .errors import InputError
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import OUTPUT_FORMATS
 from .errors import InputError
 
 # Exactly these: ais_bench's folder listing tests ``endswith`` on each (utils.py, get_fileslist_from_dir),
 # so ``img.Bin`` is not an input there and must not be one here.
 INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
-OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
 _DIGITS = re.compile(r"(\d+)")
 
 

@@ -8,8 +8,6 @@ script, a missing or unreadable output never crashes the run: it counts as wrong
 
 from __future__ import annotations
 
-import argparse
-import csv
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,17 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from . import NUM_CLASSES
+from .constants import NUM_CLASSES
 from .errors import InputError
-from .files import check_output_file, write_json_atomic
 from .labels import LABEL_SCHEME_TEXT, POSITION, class_labels, scheme_of
 from .layout import find_outputs, natural_key, read_output
+from .preprocess.dataset import list_dataset
+from .preprocess.manifest import MANIFEST_NAME, STATUS_SKIPPED, read_manifest
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.csv"
-MANIFEST_COLUMNS = ("stem", "label", "status")
 _CHUNK = 1024  # outputs stacked per top-k computation: vectorised, yet bounded memory on 50,000 images
 _SHOW = 5  # names shown per problem line; the JSON record has them all
 
@@ -127,46 +124,22 @@ def load_labels(input_path: str | os.PathLike) -> Labels:
 def read_val_folder_labels(root: Path) -> Labels:
     """ImageFolder semantics (label = index of the class folder in sorted order), exactly as preprocess lists
     them: the same function, so stems and labels cannot drift apart between the two steps."""
-    from .preprocess import list_dataset
-
     classes, items = list_dataset(root)
     return Labels(labels={item.stem: item.label for item in items}, source=str(root), scheme=class_labels(classes)[1])
 
 
 def read_manifest_labels(manifest: Path) -> Labels:
-    """Read ``twins preprocess``'s manifest (columns stem, source, label, wnid, status, reason).
-
-    Read with the csv module rather than through ``twins_tasks.preprocess``, so that scoring from a manifest
-    does not import the image stack; rows with status ``skipped`` are reported, not scored.
-    """
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        absent = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if absent:
-            raise InputError(
-                f"{manifest} lacks column(s) {', '.join(absent)} (has {reader.fieldnames}): "
-                f"is it a manifest written by `twins preprocess`?"
-            )
-        labels: dict[str, int] = {}
-        skipped: list[tuple[str, str]] = []
-        wnids: list[tuple[str, int]] = []
-        for line, row in enumerate(reader, start=2):
-            stem, status = row["stem"], (row["status"] or "").strip().lower()
-            if status == "skipped":
-                skipped.append((stem, row.get("reason") or "no reason given"))
-                continue
-            if status != "ok":
-                raise InputError(f"{manifest} line {line}: status {row['status']!r} is neither 'ok' nor 'skipped'")
-            try:
-                label = int(row["label"])
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{manifest} line {line}: label {row['label']!r} of {stem!r} is not an integer"
-                ) from None
-            if stem in labels:
-                raise InputError(f"{manifest} line {line}: stem {stem!r} appears twice")
-            labels[stem] = label
-            wnids.append((row.get("wnid") or "", label))
+    """Labels from ``twins preprocess``'s manifest (read by :func:`.preprocess.manifest.read_manifest`, which
+    imports no image stack); rows with status ``skipped`` are reported, not scored."""
+    labels: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
+    wnids: list[tuple[str, int]] = []
+    for row in read_manifest(manifest):
+        if row.status == STATUS_SKIPPED:
+            skipped.append((row.stem, row.reason or "no reason given"))
+        elif row.label is not None:  # always, on an ok row: the reader refuses one without an integer label
+            labels[row.stem] = row.label
+            wnids.append((row.wnid, row.label))
     return Labels(labels=labels, skipped=skipped, source=str(manifest), scheme=scheme_of(wnids))
 
 
@@ -281,40 +254,3 @@ def score(
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "postprocess",
-        help="top-1/top-5 accuracy of inference outputs (Twins_postprocess.py)",
-        description="Score the outputs of `twins infer` (or ais_bench) against ImageNet "
-        "labels. Missing or unreadable outputs count as wrong and are named.",
-    )
-    p.add_argument("--pred", required=True, help="result folder: <output>/<output_dirname>")
-    p.add_argument(
-        "--input_path",
-        required=True,
-        help="ImageNet val folder (<wnid>/<image>), a manifest.csv, or the bin folder holding one",
-    )
-    p.add_argument("--json", dest="json_path", help="write the accuracy record as JSON here")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any output is missing or unreadable")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    import sys
-
-    check_output_file(args.json_path, "--json")
-    result = score(args.pred, args.input_path)
-    for line in result.report_lines():
-        print(line, flush=True)
-    if args.json_path:
-        write_json_atomic(args.json_path, result.to_dict())
-    if args.strict and not result.complete:
-        print(
-            f"twins postprocess: --strict: {len(result.missing)} missing and {len(result.unreadable)} "
-            f"unreadable outputs",
-            file=sys.stderr,
-        )
-        return 1
-    return 0

@@ -1,70 +1,34 @@
 """One typed configuration of the recipe, shared by ``twins run`` and the Airflow DAG.
 
-``twins run`` builds a :class:`RecipeConfig` from its flags (:meth:`RecipeConfig.from_args`), the DAG from its
-Params (:meth:`RecipeConfig.from_params`); both are checked by the same :meth:`RecipeConfig.validate` and drive
-the same steps in :mod:`twins_tasks.pipeline`, so a CLI run and a DAG run of the same setup record the same
-``config_key`` and are compared with each other by the regression check.
+``twins run`` builds a :class:`RecipeConfig` from its flags (``twins_tasks.cli.arguments.recipe_from_args``),
+the DAG from its Params (:meth:`RecipeConfig.from_params`, once, in its plan task; the other tasks read the
+plan's ``config``); both are checked by the same :meth:`RecipeConfig.validate` and drive the same steps
+(:mod:`twins_tasks.steps`, :mod:`twins_tasks.results`), so a CLI run and a DAG run of the same setup record the
+same ``config_key`` and are compared with each other by the regression check.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from . import DEFAULT_MODEL
+from .baseline import parse_baseline_numbers
+from .checks import check_weights_choice, parse_batch_sizes, parse_device_ids
+from .constants import (
+    BACKEND_NAMES,
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MODEL,
+    DEFAULT_OPSET,
+    OUTPUT_FORMATS,
+    PRECISION_MODES,
+    RECIPE_DEFAULT_PRECISION,
+)
 from .errors import InputError
-from .layout import OUTPUT_FORMATS
-from .regression import Thresholds
-
-DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
-MAX_BATCH_SIZE = 256
-# atc --precision_mode values (shared/toolchain-contract.md); None = the recipe's command, which passes none.
-PRECISION_MODES = ("force_fp16", "allow_mix_precision", "allow_fp32_to_fp16", "must_keep_origin_dtype", "force_fp32")
-# The DAG form's spelling of "pass no --precision_mode".
-RECIPE_DEFAULT_PRECISION = "recipe default"
-BACKEND_NAMES = ("auto", "ascend", "onnxruntime")
-
-
-def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """'1,4,8' or [1, 4, 8] -> (1, 4, 8); integers 1..256, unique."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    sizes: list[int] = []
-    for item in items:
-        try:
-            bs = int(str(item).strip())
-        except ValueError:
-            raise InputError(f"batch size {item!r} is not an integer (expected e.g. 1,4,8)") from None
-        if not 1 <= bs <= MAX_BATCH_SIZE:
-            raise InputError(f"batch size {bs} is out of range: use integers from 1 to {MAX_BATCH_SIZE}")
-        if bs in sizes:
-            raise InputError(f"batch size {bs} is listed twice: batch sizes must be unique")
-        sizes.append(bs)
-    if not sizes:
-        raise InputError("no batch sizes given (expected e.g. 1,4,8)")
-    return tuple(sizes)
-
-
-def parse_device_ids(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...] | str:
-    """``auto``, ``0,1,2`` or [0, 1, 2] -> "auto" or (0, 1, 2); non-negative, unique."""
-    if isinstance(value, str) and value.strip() == "auto":
-        return "auto"
-    items = value.split(",") if isinstance(value, str) else list(value)
-    ids: list[int] = []
-    for item in items:
-        try:
-            chip = int(str(item).strip())
-        except ValueError:
-            raise InputError(f"device id {item!r} is not an integer (expected e.g. 0,1 or auto)") from None
-        if chip < 0 or chip in ids:
-            raise InputError(f"device ids {value!r}: {chip} is negative or listed twice")
-        ids.append(chip)
-    if not ids:
-        raise InputError("no device ids given (expected e.g. 0,1 or auto)")
-    return tuple(ids)
+from .types import Thresholds
 
 
 @dataclass(frozen=True)
@@ -111,7 +75,7 @@ class RecipeConfig:
     checkpoint: str | None = None
     random_init: bool = False
     seed: int = 0
-    opset: int = 11
+    opset: int = DEFAULT_OPSET
     backend: BackendSettings = field(default_factory=BackendSettings)
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     perf_loops: int = 20
@@ -130,13 +94,7 @@ class RecipeConfig:
             raise InputError("no dataset folder given: pass the ImageNet val folder (<wnid>/<image>.JPEG)")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"image limit {self.limit} must be at least 1 (or empty for all images)")
-        if self.checkpoint and self.random_init:
-            raise InputError("give either a checkpoint (--resume) or --random-init, not both")
-        if not self.checkpoint and not self.random_init:
-            raise InputError(
-                "no checkpoint: pass --resume alt_gvt_large.pth, or --random-init --seed S to "
-                "validate the toolchain with seeded random weights"
-            )
+        check_weights_choice(self.checkpoint, self.random_init)
         if not 11 <= self.opset <= 21:
             raise InputError(f"ONNX opset {self.opset} is out of range: use 11 (the recipe's) to 21")
         if self.backend.name not in BACKEND_NAMES:
@@ -154,8 +112,6 @@ class RecipeConfig:
             raise InputError(f"output format {self.outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
         if self.reference_images < 0:
             raise InputError(f"reference images {self.reference_images} must be 0 (skip) or more")
-        from .report import parse_baseline_numbers
-
         parse_baseline_numbers(self.baseline)  # bad numbers fail now, before hours of work
 
     def check_paths(self) -> None:
@@ -205,111 +161,38 @@ class RecipeConfig:
         return cls(
             dataset_path=str(params["dataset_path"]),
             limit=params.get("image_limit"),
-            model_name=params.get("model_name", DEFAULT_MODEL),
+            model_name=params.get("model_name", DEFAULTS.model_name),
             checkpoint=checkpoint,
             random_init=not checkpoint,
-            seed=int(params.get("random_init_seed", 0)),
-            opset=int(params.get("opset", 11)),
+            seed=int(params.get("random_init_seed", DEFAULTS.seed)),
+            opset=int(params.get("opset", DEFAULTS.opset)),
             backend=BackendSettings(
-                name=params.get("backend", "auto"),
-                device_ids=parse_device_ids(params.get("device_ids", [0])),
-                soc_version=params.get("soc_version", "auto"),
+                name=params.get("backend", DEFAULTS.backend.name),
+                device_ids=parse_device_ids(params.get("device_ids", DEFAULTS.backend.device_ids)),
+                soc_version=params.get("soc_version", DEFAULTS.backend.soc_version),
                 precision_mode=None if precision in (None, RECIPE_DEFAULT_PRECISION) else precision,
                 cann_env=cann_env,
             ),
-            batch_sizes=parse_batch_sizes(params.get("batch_sizes", DEFAULT_BATCH_SIZES)),
-            perf_loops=int(params.get("perf_loops", 20)),
-            perf_rounds=int(params.get("perf_rounds", 3)),
-            outfmt=str(params.get("outfmt", "TXT")).upper(),
-            reference_images=int(params.get("reference_images", 16)),
+            batch_sizes=parse_batch_sizes(params.get("batch_sizes", DEFAULTS.batch_sizes)),
+            perf_loops=int(params.get("perf_loops", DEFAULTS.perf_loops)),
+            perf_rounds=int(params.get("perf_rounds", DEFAULTS.perf_rounds)),
+            outfmt=str(params.get("outfmt", DEFAULTS.outfmt)).upper(),
+            reference_images=int(params.get("reference_images", DEFAULTS.reference_images)),
             baseline=params.get("baseline") or None,
             thresholds=Thresholds.from_mapping(params),
         )
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RecipeConfig:
-        """From ``twins run``'s flags (see :func:`add_recipe_arguments`)."""
-        return cls(
-            dataset_path=args.root_path,
-            limit=args.limit,
-            skip_bad=args.skip_bad,
-            workers=args.workers,
-            model_name=args.model,
-            checkpoint=args.resume,
-            random_init=args.random_init,
-            seed=args.seed,
-            opset=args.opset,
-            backend=backend_settings_from_args(args),
-            batch_sizes=parse_batch_sizes(args.batch_sizes),
-            perf_loops=args.loop,
-            perf_rounds=args.perf_rounds,
-            outfmt=args.outfmt,
-            reference_images=args.reference_images,
-            baseline=args.baseline,
-            thresholds=Thresholds(
-                max_top1_drop=args.max_top1_drop, max_throughput_drop_pct=args.max_throughput_drop_pct
-            ),
-        )
+
+def _field_defaults(cls: type) -> SimpleNamespace:
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return SimpleNamespace(**values)
 
 
-def backend_settings_from_args(args: argparse.Namespace) -> BackendSettings:
-    """The backend flags of ``twins compile/infer/perf/run`` (added by ``add_backend_arguments``)."""
-    return BackendSettings(
-        name=args.backend,
-        device_ids=parse_device_ids(args.device_ids if args.device_ids is not None else [args.device]),
-        soc_version=args.soc_version,
-        precision_mode=args.precision_mode,
-        op_select_implmode=args.op_select_implmode,
-        cann_env=args.cann_env,
-        ais_bench_python=args.ais_bench_python,
-        providers=tuple(args.providers.split(",")) if args.providers else None,
-        threads=args.threads,
-    )
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """``twins run``'s flags: the recipe's scripts' spelling where they mirror one, ``--kebab-case`` for ours."""
-    from .backends import add_backend_arguments
-
-    d = RecipeConfig.__dataclass_fields__
-    parser.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
-    parser.add_argument("--resume", default=None, help="checkpoint (alt_gvt_large.pth)")
-    parser.add_argument("--random-init", action="store_true", help="seeded random weights instead of a checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="timm model name")
-    parser.add_argument("--opset", type=int, default=d["opset"].default, help="ONNX opset (the recipe's: 11)")
-    parser.add_argument(
-        "--batch-sizes",
-        "--batch_sizes",
-        dest="batch_sizes",
-        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
-        help="comma-separated batch sizes, 1-256",
-    )
-    parser.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
-    parser.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
-    parser.add_argument("--loop", type=int, default=d["perf_loops"].default, help="perf loop count (ais_bench --loop)")
-    parser.add_argument(
-        "--perf-rounds",
-        type=int,
-        default=d["perf_rounds"].default,
-        help="perf rounds of --loop runs each; the median round counts and their spread is the noise",
-    )
-    parser.add_argument("--outfmt", default="TXT", choices=list(OUTPUT_FORMATS), help="ais_bench --outfmt")
-    parser.add_argument(
-        "--reference-images", type=int, default=d["reference_images"].default,
-        help="images compared with PyTorch logits (0 = skip)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--baseline", default=None,
-        help="none, a previous run id, a preset (recipe-gpu, recipe-310p) or numbers like 1:62,4:77",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-top1-drop", type=float, default=Thresholds.max_top1_drop,
-        help="regression check: fail when top-1 drops more than this many points",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-throughput-drop-pct", type=float, default=Thresholds.max_throughput_drop_pct,
-        help="regression check: fail when throughput drops more than this many percent",
-    )  # fmt: skip
-    add_backend_arguments(parser)
+# Every setting's default (``DEFAULTS.perf_loops``, ``DEFAULTS.backend.name``, ``DEFAULTS.thresholds.…``): the DAG's
+# Params show these, so a run triggered with the form's defaults is configured like ``twins run``'s.
+DEFAULTS = _field_defaults(RecipeConfig)

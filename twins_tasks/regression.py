@@ -1,27 +1,22 @@
-"""Compare a run with the last successful run of the same configuration."""
+"""The regression check: compare a run with the last successful run of the same configuration, re-measuring a
+suspect batch size on the run's chips before calling it a regression."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .backends import get_backend
+from .steps import perf_step
+from .types import PlanRecord, RecordedRun, Thresholds
+
 if TYPE_CHECKING:
+    from .recipe import RecipeConfig
     from .store import ResultsStore
 
-
-@dataclass
-class Thresholds:
-    max_top1_drop: float = 0.5  # percentage points
-    max_throughput_drop_pct: float = 10.0  # percent of the previous throughput
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> Thresholds:
-        data = data or {}
-        return cls(
-            max_top1_drop=float(data.get("max_top1_drop", cls.max_top1_drop)),
-            max_throughput_drop_pct=float(data.get("max_throughput_drop_pct", cls.max_throughput_drop_pct)),
-        )
+log = logging.getLogger(__name__)
 
 
 def _spread(row: Mapping[str, Any]) -> tuple[float, float]:
@@ -192,3 +187,25 @@ def _confirm(
             regressions.remove(first)
             notes.append(f"{first}; NOT confirmed by a re-measurement (noise): {line}")
     return regressions, notes
+
+
+def regression_step(
+    store: ResultsStore, config: RecipeConfig, plan: PlanRecord, recorded: RecordedRun, rows: list[dict[str, Any]]
+) -> RegressionOutcome:
+    """The regression check of a recorded run; a suspect throughput drop is re-measured here, on the run's chips."""
+    backend = get_backend(plan["backend"], **plan["backend_options"])
+    artifacts = {r["batch_size"]: r["artifact"] for r in rows if r.get("status") == "ok"}
+
+    def remeasure(batch_size: int) -> dict[str, Any]:
+        log.info("Re-measuring bs%d before calling it a regression", batch_size)
+        return perf_step(
+            backend,
+            artifacts[batch_size],
+            batch_size,
+            loop=config.perf_loops,
+            rounds=config.perf_rounds,
+            device_ids=plan["device_ids"],
+            purpose=f"{recorded['run_key']} re-measure",
+        )
+
+    return check_regression(store, recorded["run_key"], recorded["config_key"], config.thresholds, remeasure=remeasure)

@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from .baseline import resolve_baseline
+from .errors import MissingOutputError
+from .files import write_text_atomic
 from .labels import LABEL_SCHEME_TEXT, POSITION
 
-# Published numbers from the recipe (shared/toolchain-contract.md), img/s per batch size.
-BASELINE_PRESETS: dict[str, dict[int, float]] = {
-    "recipe-gpu": {1: 62.0, 4: 77.0, 8: 79.5, 16: 83.6, 32: 83.8, 64: 89.8},
-    "recipe-310p": {1: 131.1, 4: 129.7, 8: 175.2, 16: 161.2, 32: 156.1, 64: 148.1},
-}
-
+if TYPE_CHECKING:
+    from .store import ResultsStore
 
 _SKIPPED_SHOWN = 10  # skipped image names in the report; the results DB keeps up to preprocess.SKIPPED_NAMES_CAP
-
-
-def parse_baseline_numbers(spec: Any) -> dict[int, float] | None:
-    """``{"1": 62.0, "4": 77.0}`` / ``"1:62,4:77"`` / a preset name -> {batch size: img/s}; else None."""
-    if spec is None or spec == "" or (isinstance(spec, str) and spec.lower() == "none"):
-        return None
-    if isinstance(spec, str) and spec in BASELINE_PRESETS:
-        return dict(BASELINE_PRESETS[spec])
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.startswith("{"):
-            spec = json.loads(text)
-        elif ":" in text and all(part.count(":") == 1 for part in text.split(",")):
-            try:
-                spec = {int(k): float(v) for k, v in (part.split(":") for part in text.split(","))}
-            except ValueError as exc:
-                raise InputError(f"baseline {text!r}: expected 'bs:img_per_s,…' e.g. '1:62,4:77' ({exc})") from exc
-        else:
-            return None  # not numbers: a previous run id, resolved by the caller against the results DB
-    if isinstance(spec, Mapping):
-        try:
-            numbers = {int(k): float(v) for k, v in spec.items()}
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"baseline {spec!r}: keys must be batch sizes and values img/s numbers") from exc
-        if any(v <= 0 for v in numbers.values()):
-            raise InputError(f"baseline {spec!r}: throughputs must be positive")
-        return numbers
-    raise InputError(
-        f"baseline {spec!r}: use none, a previous run id, a preset "
-        f'({", ".join(BASELINE_PRESETS)}) or numbers per batch size like {{"1": 62.0}}'
-    )
 
 
 def best_batch_size(throughput: Mapping[int, float | None]) -> int | None:
@@ -181,3 +148,16 @@ def render(
         "",
     ]
     return "\n".join(parts)
+
+
+def write_report(store: ResultsStore, run_key: str, baseline: Any, run_dir: str | Path) -> tuple[str, Path]:
+    """Render the recipe's table for a recorded run into ``<run folder>/report.md``; note its path in the DB."""
+    run = store.get_run(run_key)
+    if run is None:
+        raise MissingOutputError(f"run {run_key!r} is not in {store.describe()}: the record step did not finish")
+    label, numbers = resolve_baseline(store, baseline)
+    text = render(run, run["batches"], baseline=numbers, baseline_label=label)
+    path = Path(run_dir) / "report.md"
+    write_text_atomic(path, text)
+    store.update_run(run_key, report_path=str(path))
+    return text, path

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from .errors import InputError
-from .report import BASELINE_PRESETS, best_batch_size, parse_baseline_numbers, perf_table
+from .baseline import BASELINE_PRESETS, resolve_baseline
+from .report import best_batch_size, perf_table
 from .store import BATCH_FIELDS, RUN_FIELDS, BatchResult, ResultsStore, ValidationRun
 
 # The numbers shown per batch size in the compare view, with the direction that is better.
@@ -203,25 +203,6 @@ def default_baseline(run: Mapping[str, Any]) -> str:
     return "recipe-310p" if run.get("backend") == "ascend" else "recipe-gpu"
 
 
-def resolve_baseline(
-    store: ResultsStore, run: Mapping[str, Any], spec: str | None
-) -> tuple[str, dict[int, float] | None]:
-    """(label, img/s per batch size) for a baseline given as a preset, numbers, a run id, or "none"."""
-    spec = (spec or "").strip() or default_baseline(run)
-    if spec.lower() == "none":
-        return "none", None
-    numbers = parse_baseline_numbers(spec)
-    if numbers is not None:
-        return spec if spec in BASELINE_PRESETS else "baseline", numbers
-    other = store.get_run(spec)
-    if other is None:
-        raise InputError(
-            f"baseline {spec!r} is neither a preset ({', '.join(BASELINE_PRESETS)}), numbers like '1:62,4:77', "
-            f"nor a run id in the results database: pick one of those"
-        )
-    return f"run {spec}", {b["batch_size"]: b["throughput"] for b in other["batches"] if b.get("throughput")}
-
-
 def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None) -> dict[str, Any] | None:
     """One run in full, with the recipe's table (throughput, baseline, ratio, best batch size); None if absent."""
     run = store.get_run(run_key)
@@ -229,7 +210,7 @@ def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None
         return None
     batches = sorted(run["batches"], key=lambda b: b["batch_size"])
     throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
-    label, numbers = resolve_baseline(store, run, baseline)
+    label, numbers = resolve_baseline(store, (baseline or "").strip() or default_baseline(run))
     best = best_batch_size(throughput)
     rows = []
     for b in batches:

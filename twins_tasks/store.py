@@ -12,11 +12,9 @@ first, not after hours of compute.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import os
 import secrets
@@ -432,55 +430,3 @@ def _as_dict(row: ValidationRun) -> dict[str, Any]:
     data = {name: getattr(row, name) for name in ["id", *RUN_FIELDS, "recorded_at"]}
     data["batches"] = [{name: getattr(b, name) for name in BATCH_FIELDS} for b in row.batches]
     return data
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "results",
-        help="list recorded validation runs from the results database; --upgrade migrates its schema",
-        description="List recorded runs. Opening a database whose schema is older than this twins_tasks "
-        "upgrades it in place (Alembic, rows kept); --upgrade does only that and says what it did.",
-    )
-    p.add_argument("--url", default=None, help=f"SQLAlchemy URL (default ${URL_ENV} or ./{DEFAULT_SQLITE_NAME})")
-    p.add_argument("--limit", type=int, default=10)
-    p.add_argument("--run", dest="run_key", default=None, help="show one run in full (JSON)")
-    p.add_argument(
-        "--upgrade", action="store_true", help="upgrade the database schema to this version's (Alembic) and exit"
-    )
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    store = ResultsStore(args.url)
-    if args.upgrade:
-        if store.schema_change is None:
-            print(f"results database {store.describe()}: schema already at revision {head_revision()}")
-        else:
-            before, after = store.schema_change
-            was = "none (new database)" if before is None else before
-            print(f"results database {store.describe()}: schema upgraded from revision {was} to {after}")
-        return 0
-    if args.run_key:
-        run = store.get_run(args.run_key)
-        if run is None:
-            raise InputError(f"no run {args.run_key!r} in {store.describe()}")
-        print(json.dumps(run, indent=2, default=str))
-        return 0
-    print(f"results database: {store.describe()}")
-    for run in store.list_runs(args.limit):
-        ok = [b for b in run["batches"] if b.get("status") != "failed"]
-        best = max(ok, key=lambda b: b["throughput"] or 0, default=None)
-        best_text = (
-            f"best bs {best['batch_size']} {best['throughput']:.1f} img/s" if best and best["throughput"] else "-"
-        )
-        top1 = next((b["top1"] for b in ok if b["top1"] is not None), None)
-        data = "  GENERATED DATA" if (run.get("config") or {}).get("synthetic_data") else ""
-        failed = run.get("failed_batch_sizes") or {}
-        failed_text = f"  failed bs {','.join(str(bs) for bs in failed)}" if failed else ""
-        skipped_text = f"  {run['num_skipped']} image(s) skipped" if run.get("num_skipped") else ""
-        print(
-            f"{run['run_key']}  {run['backend']}  {run['weights']}{data}  {run['status']}"
-            f"/{run['regression_status'] or '-'}  top-1 {'-' if top1 is None else f'{top1:.1f}%'}  {best_text}"
-            f"{failed_text}{skipped_text}"
-        )
-    return 0

@@ -19,8 +19,10 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from twins_tasks.cli import EXIT_INPUT
 from twins_tasks.errors import InputError, ToolError
-from twins_tasks.store import DEFAULT_SQLITE_NAME, ResultsStore
+from twins_tasks.store import ResultsStore, default_url
 from twins_tasks.toolrun import ToolResult, kill_process_group, run_tool
+
+RESULTS_CONN_ID = "twins_results"
 
 
 class ToolHook(BaseHook):
@@ -99,9 +101,26 @@ def _last_error(result: ToolResult) -> str | None:
     return None
 
 
+def results_url(conn_id: str = RESULTS_CONN_ID) -> str:
+    """The results database's SQLAlchemy URL: the Connection ``conn_id``'s URI, else the SQLite file
+    ``$AIRFLOW_HOME/twins_results.db``. The one lookup the DAG's tasks and the results UI share.
+
+    Airflow's own Connection lookup picks the source for the process it runs in: a task asks the API server
+    through its supervisor, the api-server reads environment variables, secrets backends and the metadata DB.
+
+    :param conn_id: the Connection's id.
+    """
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return default_url(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return conn.get_uri()
+
+
 class ResultsHook(BaseHook):
     """The results database: the Airflow Connection ``twins_results`` (any SQLAlchemy URL, e.g.
-    ``AIRFLOW_CONN_TWINS_RESULTS=postgresql://user:pass@host/db``), else ``$AIRFLOW_HOME/twins_results.db``.
+    ``AIRFLOW_CONN_TWINS_RESULTS=postgresql://user:pass@host/db``), else ``$AIRFLOW_HOME/twins_results.db``
+    (see :func:`results_url`).
 
     Never Airflow's own metadata database: Airflow 3 forbids task code to touch it.
 
@@ -109,7 +128,7 @@ class ResultsHook(BaseHook):
     """
 
     conn_name_attr = "results_conn_id"
-    default_conn_name = "twins_results"
+    default_conn_name = RESULTS_CONN_ID
     conn_type = "generic"
     hook_name = "Twins-SVT-L results database"
 
@@ -118,12 +137,7 @@ class ResultsHook(BaseHook):
         self.results_conn_id = results_conn_id
 
     def get_url(self) -> str:
-        try:
-            conn = self.get_connection(self.results_conn_id)
-        except AirflowNotFoundException:
-            home = os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))
-            return f"sqlite:///{os.path.join(home, DEFAULT_SQLITE_NAME)}"
-        return conn.get_uri()
+        return results_url(self.results_conn_id)
 
     @cached_property
     def store(self) -> ResultsStore:

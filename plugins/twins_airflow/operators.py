@@ -19,9 +19,10 @@ from twins_airflow.exceptions import task_failures
 from twins_airflow.hooks import ToolHook
 from twins_tasks.backends import BACKENDS, get_backend, resolve_backend_name
 from twins_tasks.backends.base import Backend
+from twins_tasks.checks import batch_size_problem, check_batch_size
+from twins_tasks.constants import MAX_BATCH_SIZE, MIN_BATCH_SIZE, OUTPUT_FORMATS
 from twins_tasks.errors import InputError
-from twins_tasks.layout import OUTPUT_FORMATS
-from twins_tasks.pipeline import (
+from twins_tasks.steps import (
     chips_for_perf,
     clear_failure,
     compile_step,
@@ -59,6 +60,15 @@ def _as_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not _int_at_least(value, minimum):
         raise InputError(f"{name}={value!r} must be an integer >= {minimum}")
     return int(str(value))
+
+
+def _check_batch_size_now(value: Any) -> None:
+    """A literal batch size is checked at DAG parse time; templates and XComArgs after rendering."""
+    problem = None if _is_template(value) or not isinstance(value, (int, str)) else batch_size_problem(value)
+    if problem:
+        raise ValueError(
+            f"batch_size={value!r} must be an integer >= {MIN_BATCH_SIZE} and <= {MAX_BATCH_SIZE}: {problem}"
+        )
 
 
 def _artifact_path(artifact: Any) -> Path:
@@ -168,12 +178,12 @@ class BackendOperator(BaseOperator):
     def _note(self, error: str | None) -> None:
         """Leave (or, after a success, remove) this batch size's failure note for the accuracy step."""
         batch_size = getattr(self, "batch_size", None)
-        if not self.failure_dir or batch_size is None or not _int_at_least(batch_size, 1):
+        if not self.failure_dir or batch_size is None or batch_size_problem(batch_size):
             return
         if error is None:
-            clear_failure(self.failure_dir, int(str(batch_size)), self.step)
+            clear_failure(self.failure_dir, check_batch_size(batch_size), self.step)
         else:
-            note_failure(self.failure_dir, int(str(batch_size)), self.step, error)
+            note_failure(self.failure_dir, check_batch_size(batch_size), self.step, error)
 
     def run_step(self, backend: Backend, context: Context) -> Any:
         raise NotImplementedError
@@ -201,14 +211,14 @@ class CompileOperator(BackendOperator):
 
     def __init__(self, *, model: str, batch_size: int | str, cache_dir: str, name: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        _check_int("batch_size", batch_size, 1)
+        _check_batch_size_now(batch_size)
         self.model = model
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.name = name
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
-        batch_size = _as_int("batch_size", self.batch_size, 1)
+        batch_size = check_batch_size(self.batch_size)
         record = compile_step(backend, self.model, batch_size, self.cache_dir, name=self.name or None)
         self.log.info(
             "Artifact for batch size %d: %s (%s)",
@@ -259,7 +269,7 @@ class InferOperator(BackendOperator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        _check_int("batch_size", batch_size, 1)
+        _check_batch_size_now(batch_size)
         if isinstance(outfmt, str) and not _is_template(outfmt) and outfmt.upper() not in OUTPUT_FORMATS:
             raise ValueError(f"outfmt={outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
         self.artifact = artifact
@@ -270,7 +280,7 @@ class InferOperator(BackendOperator):
         self.outfmt = outfmt
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
-        batch_size = _as_int("batch_size", self.batch_size, 1)
+        batch_size = check_batch_size(self.batch_size)
         artifact = _artifact_path(self.artifact)
         name = self.output_dirname or result_name(artifact)
         # Written under a temporary name and renamed when complete: a retry never mixes two attempts.
@@ -325,7 +335,7 @@ class PerfOperator(BackendOperator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        _check_int("batch_size", batch_size, 1)
+        _check_batch_size_now(batch_size)
         _check_int("loop", loop, 1)
         _check_int("warmup", warmup, 0)
         _check_int("rounds", rounds, 1)
@@ -340,7 +350,7 @@ class PerfOperator(BackendOperator):
         return perf_step(
             backend,
             _artifact_path(self.artifact),
-            _as_int("batch_size", self.batch_size, 1),
+            check_batch_size(self.batch_size),
             loop=_as_int("loop", self.loop, 1),
             warmup=_as_int("warmup", self.warmup, 0),
             rounds=_as_int("rounds", self.rounds, 1),

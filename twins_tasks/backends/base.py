@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..perf import PerfResult
-
-
-@dataclass
-class CompileResult:
-    artifact: str  # path of the compiled model file
-    batch_size: int
-    compile_seconds: float
-    backend: str
-    command: list[str] | None = None  # the tool's argv, where a tool ran (atc)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class InferResult:
-    output_dir: str  # <output>/<output_dirname>: one file per input
-    num_inputs: int
-    num_outputs: int
-    batch_size: int
-    seconds: float
-    throughput: float  # images/s end to end, including file I/O
-    summary: dict[str, Any] = field(default_factory=dict)  # ais_bench summary JSON, where there is one
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from ..types import CompileResult, InferResult, PerfResult
 
 
 class Backend(abc.ABC):

@@ -22,13 +22,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import BIN_BYTES, IMAGE_SIZE, INPUT_NAME
+from ..checks import check_batch_size
+from ..constants import BIN_BYTES, IMAGE_SIZE, INPUT_NAME, OUTPUT_FORMATS
 from ..errors import InputError
 from ..files import atomic_path, write_json_atomic
-from ..layout import OUTPUT_FORMATS, list_inputs, output_path, write_output
-from ..perf import PerfResult
+from ..layout import list_inputs, output_path, write_output
 from ..progress import Progress
-from .base import Backend, CompileResult, InferResult
+from ..types import CompileResult, InferResult, PerfResult
+from .base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,6 @@ def _stats(values_ms: list[float]) -> dict[str, float | int]:
         "percentile(99%)": float(np.percentile(arr, 99)),
         "count": int(arr.size),
     }
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch size must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -228,7 +223,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
         from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed, make_input_shape_fixed
 
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         model = Path(model)
         if not model.is_file():
             raise InputError(f"ONNX model {model} does not exist: export it with `twins pth2onnx`")
@@ -311,7 +306,7 @@ class OnnxRuntimeBackend(Backend):
         outfmt: str = "BIN",
     ) -> InferResult:
         """ais_bench semantics: natural-order inputs in batches, last batch padded, one output per input."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         fmt = str(outfmt).upper()
         if fmt not in OUTPUT_FORMATS:
             raise InputError(f"--outfmt {outfmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
@@ -419,7 +414,7 @@ class OnnxRuntimeBackend(Backend):
 
     def perf(self, artifact: Path, batch_size: int, *, loop: int = 20, warmup: int = 1) -> PerfResult:
         """``warmup`` untimed then ``loop`` timed ``session.run`` calls on random input of the artifact's shape."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         if isinstance(loop, bool) or not isinstance(loop, int) or loop < 1:
             raise InputError(f"--loop must be an integer >= 1, got {loop!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:

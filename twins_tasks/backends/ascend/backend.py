@@ -17,12 +17,15 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...checks import check_batch_size
+from ...constants import OUTPUT_FORMATS
 from ...errors import InputError, MissingOutputError, ToolError
 from ...files import sha256_file
-from ...layout import OUTPUT_FORMATS, check_output_stems, list_inputs, output_path, output_stem
-from ...perf import PerfResult, parse_summary
+from ...layout import check_output_stems, list_inputs, output_path, output_stem
+from ...perf import parse_summary
 from ...toolrun import ToolResult, ToolRunner, run_tool
-from ..base import Backend, CompileResult, InferResult
+from ...types import CompileResult, InferResult, PerfResult
+from ..base import Backend
 from .artifacts import clear_previous_outputs, find_artifacts, read_summary
 from .cann_env import cann_version, find_tool, load_cann_env
 from .commands import (
@@ -127,8 +130,9 @@ class AscendBackend(Backend):
         return read_npu_smi(self._npu_smi(), runner=self.runner, env=self.env)
 
     def list_chips(self) -> list[int]:
-        """Every chip's logical device id in ``npu-smi info``, in table order (``device_ids = auto``)."""
-        return [dev.device_id for dev in self.npu_devices()]
+        """Every chip's logical device id (what ``ais_bench --device`` takes), once each, in ``npu-smi info`` order
+        (``device_ids = auto``)."""
+        return list(dict.fromkeys(dev.device_id for dev in self.npu_devices()))
 
     def device_info(self) -> NpuDevice:
         return find_device(self.npu_devices(), self.device)
@@ -204,7 +208,7 @@ class AscendBackend(Backend):
         model = Path(model).resolve()
         if not model.is_file():
             raise InputError(f"ONNX model {model} not found: run `twins pth2onnx` first")
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         self._dym_batch(batch_size)
         # A name given by the caller must be plain; the default comes from the model's own file name, which
         # is one path component already and reaches atc as part of one literal argument.
@@ -258,7 +262,7 @@ class AscendBackend(Backend):
     ) -> InferResult:
         """Run every input with ais_bench; check one output per input; read the summary JSON."""
         artifact = _existing_artifact(artifact)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         dym = self._dym_batch(batch_size)
         output_dirname = _check_plain_name("output_dirname", output_dirname)
         outfmt = str(outfmt).upper()
@@ -315,7 +319,7 @@ class AscendBackend(Backend):
     def perf(self, artifact: Path, batch_size: int, *, loop: int = 20, warmup: int = 1) -> PerfResult:
         """Wait for an idle device, then ``ais_bench --loop``; parse its Performance Summary."""
         artifact = _existing_artifact(artifact)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         dym = self._dym_batch(batch_size)
         if isinstance(loop, bool) or not isinstance(loop, int) or loop < 1:
             raise InputError(f"loop={loop!r} must be an integer >= 1")
@@ -391,12 +395,6 @@ class AscendBackend(Backend):
                 health=dev.health,
             )
         return info
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch size {batch_size!r} must be an integer >= 1")
-    return batch_size
 
 
 def _check_plain_name(key: str, value: str) -> str:

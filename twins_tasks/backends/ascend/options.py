@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...constants import DEFAULT_CANN_ENV, PRECISION_MODES
 from ...errors import InputError
-from ...recipe import PRECISION_MODES
-from .. import DEFAULT_CANN_ENV
 
 OP_SELECT_IMPLMODES = ("high_precision", "high_performance")
 OUTPUT_TYPES = ("FP32", "FP16", "UINT8", "INT8")

@@ -1,4 +1,8 @@
-"""The ``twins`` command: one subcommand per recipe step, flags mirroring the recipe's scripts."""
+"""The ``twins`` command: one subcommand per recipe step, flags mirroring the recipe's scripts.
+
+The top layer of ``twins_tasks``: only this package imports argparse. Each module here registers one step's
+subcommand(s) and turns flags into calls of the library; errors are mapped to exit codes once, in :func:`main`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .errors import InputError, TwinsError
+from .. import __version__
+from ..errors import InputError, TwinsError
 
 # Exit codes: 1 = a step failed (tool, missing outputs), 2 = bad input (as argparse's usage errors), 3 = `twins run`
-# recorded a regression. The DAG's preprocess task maps 2 to a failure without retries.
-EXIT_INPUT = 2
+# recorded a regression. Each error class carries its own (TwinsError.exit_status); the DAG's preprocess task
+# maps 2 to a failure without retries.
+EXIT_INPUT = InputError.exit_status
 
-# Each module registers its own subcommand(s); imported lazily so `twins --help` stays fast.
-STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "pipeline", "store")
+# Each module registers its own subcommand(s): twins_tasks.cli.<name>.register(subparsers).
+STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "run", "results")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in STEP_MODULES:
-        importlib.import_module(f"twins_tasks.{name}").register(subparsers)
+        importlib.import_module(f"twins_tasks.cli.{name}").register(subparsers)
     return parser
 
 
@@ -39,16 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except InputError as exc:
-        print(f"twins {args.command}: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_INPUT
     except TwinsError as exc:
         print(f"twins {args.command}: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"twins {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

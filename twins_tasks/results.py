@@ -1,0 +1,270 @@
+"""A run's results: each batch size scored and turned into a results-DB row, the run's row, and recording both.
+
+Orchestration above the steps: it reads the chain steps' records (:mod:`twins_tasks.steps`), scores outputs
+(:mod:`twins_tasks.postprocess`, :mod:`twins_tasks.reference`) and writes to the results store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingOutputError, TwinsError
+from .files import sha256_json
+from .postprocess import score
+from .preprocess.inputs import skipped_fields
+from .reference import compare_with_reference
+from .steps import CHAIN_STEPS, failure_note
+from .types import RecordedRun
+from .versions import software_versions
+
+if TYPE_CHECKING:
+    from .recipe import RecipeConfig
+    from .store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+
+def score_step(pred_dir: str | Path, inputs: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """Top-1/top-5 against the labels, and agreement with the PyTorch reference logits."""
+    accuracy = score(pred_dir, inputs["bin_path"])
+    acc = accuracy.to_dict()
+    out = {
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "num_images": acc["n_total"],
+        "num_missing": len(acc["missing"]) + len(acc["unreadable"]),
+        "missing": acc["missing"][:20],
+        "unreadable": acc["unreadable"][:20],
+    }
+    if reference:
+        try:
+            agreement = compare_with_reference(Path(reference["reference"]), Path(pred_dir))
+        except MissingOutputError as exc:  # no output of the reference images at all: counted above
+            log.warning("No agreement with the PyTorch reference: %s", exc)
+        else:
+            out.update(
+                agreement_top1=100.0 * agreement["top1_agreement"],
+                agreement_max_abs_diff=agreement["max_abs_diff"],
+                agreement_images=agreement["num_compared"],
+            )
+    return out
+
+
+def score_batch(
+    compiled: dict[str, Any],
+    inferred: dict[str, Any],
+    perf: dict[str, Any],
+    inputs: dict[str, Any],
+    reference: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One batch size's results-DB row: its chain's records plus top-1/top-5 and agreement with PyTorch."""
+    row = batch_row(
+        int(compiled["batch_size"]), compiled, inferred, perf, score_step(inferred["output_dir"], inputs, reference)
+    )
+    agreement = row.get("agreement_top1")
+    log.info(
+        "bs%d: top-1 %.1f%%, top-5 %.1f%%, %d missing, agreement with PyTorch %s, %.2f img/s",
+        row["batch_size"],
+        row["top1"],
+        row["top5"],
+        row["num_missing"],
+        "-" if agreement is None else f"{agreement:.1f}%",
+        row["throughput"] or 0.0,
+    )
+    return row
+
+
+def failed_row(batch_size: int, error: str, compiled: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results-DB row of a batch size whose chain failed: what is known, and why."""
+    log.error("bs%d failed: %s", batch_size, error)
+    compiled = compiled or {}
+    return {
+        "batch_size": batch_size,
+        "status": "failed",
+        "error": error,
+        "artifact": compiled.get("artifact"),
+        "compile_seconds": compiled.get("compile_seconds"),
+        "compile_cached": compiled.get("cached"),
+    }
+
+
+def collect_rows(
+    batch_sizes: list[int],
+    records: dict[str, list[dict[str, Any] | None]],
+    inputs: dict[str, Any],
+    reference: dict[str, Any] | None,
+    failure_dir: str | Path,
+) -> list[dict[str, Any]]:
+    """Score every batch size whose chain finished; a row with the error for each one that did not.
+
+    ``records`` holds each chain step's records (``compile``, ``infer``, ``perf``), in any order, with gaps
+    where a step failed.
+    """
+    by_step = {step: {int(r["batch_size"]): r for r in records.get(step, []) if r} for step in CHAIN_STEPS}
+    rows = []
+    for bs in sorted(batch_sizes):
+        compiled, inferred, perf = (by_step[step].get(bs) for step in CHAIN_STEPS)
+        if compiled and inferred and perf:
+            try:
+                rows.append(score_batch(compiled, inferred, perf, inputs, reference))
+            except TwinsError as exc:
+                rows.append(failed_row(bs, f"accuracy: {exc}", compiled))
+            continue
+        step = next(s for s, r in zip(CHAIN_STEPS, (compiled, inferred, perf), strict=True) if not r)
+        note = failure_note(failure_dir, bs, step)
+        reason = (
+            json.loads(note.read_text())["error"]
+            if note.is_file()
+            else f"no result (see the log of per_batch_size.{step} for batch size {bs})"
+        )
+        rows.append(failed_row(bs, f"{step}: {reason}", compiled))
+    return rows
+
+
+def run_status(rows: list[dict[str, Any]]) -> str:
+    """``success`` when every batch size has a result, ``partial`` when some do, ``failed`` when none does."""
+    ok = sum(1 for r in rows if r.get("status", "ok") == "ok")
+    return "success" if ok == len(rows) else "partial" if ok else "failed"
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Runs with the same key are comparable for regression checks."""
+    keys = (
+        "model_name",
+        "weights_id",
+        "dataset_fingerprint",
+        "limit",
+        "opset",
+        "backend",
+        "soc_version",
+        "precision_mode",
+        "loop",
+    )
+    return sha256_json({k: config.get(k) for k in keys})[:16]
+
+
+def weights_id(model: dict[str, Any]) -> str:
+    return model.get("checkpoint_sha256") or f"random-init seed={model.get('seed', 0)}"
+
+
+def batch_row(
+    batch_size: int, compiled: dict[str, Any], inferred: dict[str, Any], perf: dict[str, Any], scored: dict[str, Any]
+) -> dict[str, Any]:
+    """One batch size's results as a results-DB row."""
+    scored_keys = ("top1", "top5", "num_images", "num_missing", "agreement_top1", "agreement_max_abs_diff")
+    return {
+        "batch_size": batch_size,
+        "artifact": compiled.get("artifact"),
+        "compile_seconds": compiled.get("compile_seconds"),
+        "compile_cached": compiled.get("cached"),
+        "infer_seconds": inferred.get("seconds"),
+        "infer_throughput": inferred.get("throughput"),
+        "perf_loop": perf.get("loop"),
+        "latency_min_ms": perf.get("min_ms"),
+        "latency_max_ms": perf.get("max_ms"),
+        "latency_mean_ms": perf.get("mean_ms"),
+        "latency_median_ms": perf.get("median_ms"),
+        "latency_p99_ms": perf.get("p99_ms"),
+        "throughput": perf.get("throughput"),
+        "perf_rounds": perf.get("rounds"),
+        "throughput_min": perf.get("throughput_min"),
+        "throughput_max": perf.get("throughput_max"),
+        "throughput_cv": perf.get("throughput_cv"),
+        "throughput_rounds": perf.get("throughput_rounds"),
+        "device": perf.get("device") or None,
+        "status": "ok",
+        **{k: scored.get(k) for k in (*scored_keys, "agreement_images")},
+    }
+
+
+def build_run(
+    *,
+    run_key: str,
+    source: str,
+    inputs: dict[str, Any],
+    model: dict[str, Any],
+    backend: dict[str, Any],
+    options: dict[str, Any],
+    started_at: Any = None,
+    finished_at: Any = None,
+) -> dict[str, Any]:
+    """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe())."""
+    config = {
+        "model_name": model["model_name"],
+        "weights_id": weights_id(model),
+        "dataset_fingerprint": inputs["dataset_fingerprint"],
+        "opset": model.get("opset"),
+        "backend": backend.get("backend"),
+        "soc_version": backend.get("soc_version"),
+        "synthetic_data": bool(inputs.get("synthetic_data")),
+        "label_scheme": inputs.get("label_scheme"),
+        **options,
+    }
+    return {
+        "run_key": run_key,
+        "source": source,
+        "config_key": config_key(config),
+        "config": config,
+        "model_name": model["model_name"],
+        "weights": model["weights"],
+        "random_init": model["random_init"],
+        "checkpoint_sha256": model.get("checkpoint_sha256"),
+        "onnx_sha256": model.get("sha256"),
+        "opset": model.get("opset"),
+        "export_parity": model.get("parity"),
+        "backend": backend.get("backend"),
+        "device": backend.get("device"),
+        "soc_version": backend.get("soc_version"),
+        "dataset_path": inputs["root_path"],
+        "dataset_fingerprint": inputs["dataset_fingerprint"],
+        "num_images": inputs["num_images"],
+        "versions": {**software_versions(), **backend.get("versions", {})},
+        "status": "success",
+        **skipped_fields(inputs),
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+
+
+def record_results(
+    store: ResultsStore,
+    config: RecipeConfig,
+    *,
+    run_key: str,
+    source: str,
+    inputs: dict[str, Any],
+    model: dict[str, Any],
+    backend_description: dict[str, Any],
+    rows: list[dict[str, Any]],
+    started_at: Any = None,
+) -> RecordedRun:
+    """Upsert the run and its batch rows (a retry or re-run leaves exactly one set)."""
+    run = build_run(
+        run_key=run_key,
+        source=source,
+        inputs=inputs,
+        model=model,
+        backend=backend_description,
+        options=config.key_options,
+        started_at=started_at,
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    run["status"] = run_status(rows)
+    failed = {str(r["batch_size"]): r["error"] for r in rows if r.get("status") == "failed"}
+    run["failed_batch_sizes"] = failed or None
+    store.record_run(run, rows)
+    runs, batches = store.count_rows()
+    log.info(
+        "Recorded run %s (%d batch sizes, status %s) in %s; the database now holds %d runs, %d batch results",
+        run_key,
+        len(rows),
+        run["status"],
+        store.describe(),
+        runs,
+        batches,
+    )
+    return {"run_key": run_key, "config_key": run["config_key"], "results_db": store.describe()}

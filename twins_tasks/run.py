@@ -1,0 +1,113 @@
+"""``twins run``'s engine: the whole recipe in one process, the same steps in the same order as the DAG's tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from .backends import get_backend
+from .errors import TwinsError
+from .export import prepare_model
+from .files import create_run_dir
+from .preprocess.inputs import prepare_inputs
+from .recipe import RecipeConfig
+from .regression import regression_step
+from .report import write_report
+from .results import collect_rows, record_results
+from .steps import (
+    chips_for_perf,
+    compile_step,
+    infer_step,
+    note_failure,
+    perf_step,
+    plan_run,
+    prepare_reference_for,
+    result_name,
+)
+from .store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+
+def run_recipe(
+    config: RecipeConfig, *, work_dir: str | Path, run_key: str, results_url: str | None = None
+) -> dict[str, Any]:
+    """The whole recipe in this process: the same steps, in the same order, as the DAG's tasks."""
+    started = dt.datetime.now(dt.UTC)
+    store = ResultsStore(results_url)
+    plan = plan_run(config, work_dir=work_dir, run_key=run_key, store=store)
+    # Exclusively: two `twins run`s never share (and clean) one run folder.
+    create_run_dir(Path(plan["run_dir"]).parent, Path(plan["run_dir"]).name)
+    backend = get_backend(plan["backend"], **plan["backend_options"])
+    log.info("Run %s: backend %s, batch sizes %s, run folder %s", run_key, backend.name, plan["batch_sizes"],
+             plan["run_dir"])  # fmt: skip
+    cache_root = plan["cache_dir"]
+    inputs = prepare_inputs(
+        config.dataset_path, cache_root, limit=config.limit, workers=config.workers, skip_bad=config.skip_bad
+    )
+    model = prepare_model(
+        cache_root,
+        model_name=config.model_name,
+        resume=config.checkpoint,
+        random_init=config.random_init,
+        seed=config.seed,
+        opset=config.opset,
+    )
+    reference = prepare_reference_for(config, cache_root, inputs, model)
+    rows = []
+    failure_dir = plan["failure_dir"]
+    for bs in plan["batch_sizes"]:
+        # One batch size failing must not lose the others (as timm's validate.py carries on past a bad config).
+        records: dict[str, list[dict[str, Any] | None]] = {}
+        step = "compile"
+        try:
+            compiled = compile_step(backend, model["onnx"], bs, cache_root)
+            records["compile"] = [compiled]
+            artifact = compiled["artifact"]
+            step = "infer"
+            inferred = infer_step(
+                backend,
+                artifact,
+                inputs["bin_path"],
+                bs,
+                plan["result_dir"],
+                result_name(artifact),
+                config.outfmt,
+                device_ids=plan["device_ids"],
+                purpose=run_key,
+            )
+            records["infer"] = [inferred]
+            step = "perf"
+            records["perf"] = [
+                perf_step(
+                    backend,
+                    artifact,
+                    bs,
+                    loop=config.perf_loops,
+                    rounds=config.perf_rounds,
+                    device_ids=chips_for_perf(plan["device_ids"], inferred),
+                    purpose=run_key,
+                )
+            ]
+        except TwinsError as exc:
+            note_failure(failure_dir, bs, step, str(exc))
+        rows += collect_rows([bs], records, inputs, reference, failure_dir)
+    recorded = record_results(
+        store,
+        config,
+        run_key=run_key,
+        source="cli",
+        inputs=inputs,
+        model=model,
+        backend_description=plan["backend_description"],
+        rows=rows,
+        started_at=started,
+    )
+    report, report_path = write_report(store, run_key, config.baseline, plan["run_dir"])
+    print(report)
+    print(f"\nReport: {report_path}\nResults database: {store.describe()} (run {run_key})")
+    outcome = regression_step(store, config, plan, recorded, rows)
+    print(outcome.text())
+    return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}
