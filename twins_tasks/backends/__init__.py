@@ -13,13 +13,10 @@ from typing import Any
 
 from ..constants import DEFAULT_CANN_ENV
 from ..errors import InputError
-from ..types import CompileResult, InferResult
 from .base import Backend
 
 __all__ = [
     "Backend",
-    "CompileResult",
-    "InferResult",
     "BACKENDS",
     "get_backend",
     "resolve_backend_name",

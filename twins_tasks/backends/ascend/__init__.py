@@ -17,12 +17,11 @@ from .backend import AscendBackend
 from .cann_env import cann_version_from_home, load_cann_env
 from .commands import ais_bench_infer_command, ais_bench_perf_command, atc_command, failure_reason
 from .npu_smi import IdlePolicy, NpuDevice, find_device, parse_npu_smi, read_npu_smi, wait_until_idle
-from .options import OP_SELECT_IMPLMODES, OUTPUT_TYPES, PRECISION_MODES, AscendOptions
+from .options import OP_SELECT_IMPLMODES, OUTPUT_TYPES, AscendOptions
 
 __all__ = [
     "OP_SELECT_IMPLMODES",
     "OUTPUT_TYPES",
-    "PRECISION_MODES",
     "AscendBackend",
     "AscendOptions",
     "IdlePolicy",
