@@ -1,18 +1,29 @@
-"""The DAG twins_svt_l_validation: import, structure, Params, and full runs with dag.test()."""
+"""The DAG twins_svt_l_validation: import, structure, Params, and full runs with dag.test().
+
+Every test has a results database of its own (the ``twins_results`` Connection), so none sees another's runs;
+a test that compares with an earlier run gets a copy of the one reference run's database (``with_reference_run``).
+The work folder (compile cache, run folders) is the session's, shared: a cached compile saves minutes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "twins_svt_l_validation"
 DOUBLES = ROOT / "tests" / "doubles"
+RESULTS_CONN_ENV = "AIRFLOW_CONN_TWINS_RESULTS"  # the DAG's results database (ResultsHook)
 
 
 def test_dag_file_imports_without_errors_or_heavy_modules():
@@ -129,7 +140,7 @@ def test_param_defaults_valid_and_bad_batch_sizes_rejected(dag):
         assert words in str(info.value).lower() or not words
 
 
-def _run(dag, tmp_path, conf):
+def _run(dag, conf):
     dr = dag.test(run_conf=conf)
     states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
     return dr, states
@@ -149,20 +160,59 @@ def _conf(dataset, **extra):
 
 
 def _store():
+    """The results database the DAG writes to in this test (``results_db``)."""
     from twins_tasks.store import ResultsStore
 
-    return ResultsStore(f"sqlite:///{os.environ['AIRFLOW_HOME']}/twins_results.db")
+    return ResultsStore(os.environ[RESULTS_CONN_ENV])
+
+
+@pytest.fixture(autouse=True)
+def results_db(tmp_path, monkeypatch) -> Path:
+    """This test's own results database, named by the Connection the DAG's tasks (and their subprocesses) read."""
+    path = tmp_path / "twins_results.db"
+    monkeypatch.setenv(RESULTS_CONN_ENV, f"sqlite:///{path}")
+    return path
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The DAG run of the [1, 4] onnxruntime configuration, and the results database holding only it."""
+
+    dag_run: Any
+    states: dict[tuple[str, int], Any]
+    results_db: Path
+
+
+@pytest.fixture(scope="module")
+def reference_run(dag, dataset, airflow_db, tmp_path_factory) -> ReferenceRun:
+    """Made once, when a test first asks for it (a model run takes a minute), into a database of its own: it is
+    its configuration's first run whichever tests ran before it."""
+    results_db = tmp_path_factory.mktemp("reference") / "twins_results.db"
+    sigterm = signal.getsignal(signal.SIGTERM)  # conftest's _restore_sigterm only sees function-scoped runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(RESULTS_CONN_ENV, f"sqlite:///{results_db}")
+        dr, states = _run(dag, _conf(dataset, batch_sizes=[1, 4], baseline="recipe-gpu"))
+    signal.signal(signal.SIGTERM, sigterm)
+    return ReferenceRun(dr, states, results_db)
+
+
+@pytest.fixture
+def with_reference_run(reference_run, results_db) -> ReferenceRun:
+    """This test's results database starts as a copy of the reference run's: that run and nothing else."""
+    # SQLite's backup API, not a file copy: it also takes what is still in a journal.
+    with contextlib.closing(sqlite3.connect(reference_run.results_db)) as source:
+        with contextlib.closing(sqlite3.connect(results_db)) as copy:
+            source.backup(copy)
+    return reference_run
 
 
 @pytest.mark.model
-def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path):
-    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[1, 4], baseline="recipe-gpu"))
+def test_full_run_onnxruntime_two_batch_sizes(with_reference_run):
+    from airflow.utils.state import TaskInstanceState
+
+    dr, states = with_reference_run.dag_run, with_reference_run.states
     assert str(dr.state).endswith("success"), states
-    assert (
-        states[("per_batch_size.perf", 1)].endswith("success")
-        if isinstance(states[("per_batch_size.perf", 1)], str)
-        else True
-    )
+    assert states[("per_batch_size.perf", 1)] == TaskInstanceState.SUCCESS, states
     run = _store().get_run(dr.run_id)
     assert run["backend"] == "onnxruntime" and run["random_init"] is True
     assert [b["batch_size"] for b in run["batches"]] == [1, 4]
@@ -170,9 +220,11 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
         assert b["num_images"] == 6 and b["num_missing"] == 0
         assert b["throughput"] > 0 and b["agreement_top1"] == 100.0 and b["agreement_max_abs_diff"] < 1e-3
     assert run["config"]["synthetic_data"] is True  # make-sample's marker reached the record
-    reports = list(Path(os.environ["TWINS_WORK_DIR"]).glob("runs/*/report.md"))
-    assert reports and "recipe-gpu" in reports[0].read_text() and "Best batch size" in reports[0].read_text()
-    assert "NOTE: generated images, not ImageNet." in reports[0].read_text()
+    # This run's report (other tests' runs write theirs beside it in the session's work folder).
+    report = Path(run["report_path"])
+    assert report.name == "report.md" and report.parent.parent == Path(os.environ["TWINS_WORK_DIR"]) / "runs"
+    assert "recipe-gpu" in report.read_text() and "Best batch size" in report.read_text()
+    assert "NOTE: generated images, not ImageNet." in report.read_text()
     assert run["regression_status"] == "first"
     # Re-run the real `record` task on this run (as a retry or a cleared task would): still one set of rows.
     before = _store().count_rows()
@@ -189,13 +241,12 @@ def test_full_run_onnxruntime_two_batch_sizes(dag, dataset, airflow_db, tmp_path
 
 
 @pytest.mark.model
-def test_cli_run_of_the_same_setup_compares_with_the_dag_run(dag, dataset, airflow_db):
+def test_cli_run_of_the_same_setup_compares_with_the_dag_run(with_reference_run, dataset):
     # One recipe core: `twins run` with the flags that match the DAG run's Params records the same config_key,
-    # and its regression check compares it with the DAG's run.
+    # and its regression check compares it with the DAG's run (the reference run, the only one in this database).
     store = _store()
-    (dag_run,) = [
-        r for r in store.list_runs(50) if r["source"].startswith("airflow:") and r["config"]["batch_sizes"] == [1, 4]
-    ]
+    dag_run = store.get_run(with_reference_run.dag_run.run_id)
+    assert dag_run["source"].startswith("airflow:") and dag_run["config"]["batch_sizes"] == [1, 4]
     twins = str(Path(sys.executable).with_name("twins"))
     argv = [twins, "run", "--root_path", str(dataset), "--random-init", "--backend", "onnxruntime",
             "--batch-sizes", "1,4", "--loop", "2", "--reference-images", "3", "--max-throughput-drop-pct", "1000",
@@ -208,10 +259,10 @@ def test_cli_run_of_the_same_setup_compares_with_the_dag_run(dag, dataset, airfl
     assert f"Regression check against run {dag_run['run_key']}" in proc.stdout
 
 
-def test_bad_dataset_path_fails_plan_without_retry(dag, airflow_db, tmp_path, capfd):
+def test_bad_dataset_path_fails_plan_without_retry(dag, tmp_path, capfd):
     from twins_airflow.exceptions import TwinsInputError
 
-    dr, states = _run(dag, tmp_path, {"dataset_path": str(tmp_path / "nowhere"), "backend": "onnxruntime"})
+    dr, states = _run(dag, {"dataset_path": str(tmp_path / "nowhere"), "backend": "onnxruntime"})
     assert str(states[("plan", -1)]).endswith("failed") and not str(dr.state).endswith("success")
     assert str(states[("preprocess", -1)]).endswith("upstream_failed")
     out = capfd.readouterr().out
@@ -222,23 +273,24 @@ def test_bad_dataset_path_fails_plan_without_retry(dag, airflow_db, tmp_path, ca
 
 
 @pytest.mark.model
-def test_single_batch_size_and_regression_trip(dag, dataset, airflow_db, tmp_path, capfd, caplog):
+def test_single_batch_size_and_regression_trip(dag, dataset, with_reference_run):
     # One batch size: Airflow 3.3.2 hands the join a bare dict for a one-element mapped group.
-    # Same configuration as the [1, 4] run, whose bs4 result it is compared with: 2-loop CPU timings on a
-    # busy 2-core machine vary by more than the default 10%, so this run allows any throughput change.
-    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=1000.0))
+    # Same configuration as the [1, 4] reference run, whose bs4 result it is compared with: 2-loop CPU timings on
+    # a busy 2-core machine vary by more than the default 10%, so this run allows any throughput change.
+    dr, states = _run(dag, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=1000.0))
     assert str(dr.state).endswith("success"), states
     store = _store()
     run = store.get_run(dr.run_id)
     assert [b["batch_size"] for b in run["batches"]] == [4]
-    # The earlier run compiled batch size 4 from the same model: the artifact is reused by content.
+    assert run["regression_details"]["compared_with"] == with_reference_run.dag_run.run_id
+    # The reference run compiled batch size 4 from the same model: the artifact is reused by content.
     assert run["batches"][0]["compile_cached"] is True
     # A constructed drop: pretend the previous good run was 100x faster, in every one of its perf rounds.
     fake = {k: v for k, v in run.items() if k not in ("id", "batches", "recorded_at")}
     fake.update(run_key="constructed-fast-run", regression_status="passed")
     fast = {k: run["batches"][0][k] * 100 for k in ("throughput", "throughput_min", "throughput_max")}
     store.record_run(fake, [{**run["batches"][0], **fast}])
-    dr2, states2 = _run(dag, tmp_path, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=10.0))
+    dr2, states2 = _run(dag, _conf(dataset, batch_sizes=[4], max_throughput_drop_pct=10.0))
     assert str(states2[("regression_check", -1)]).endswith("failed")
     assert not str(dr2.state).endswith("success")
     details = store.get_run(dr2.run_id)["regression_details"]
@@ -249,14 +301,14 @@ def test_single_batch_size_and_regression_trip(dag, dataset, airflow_db, tmp_pat
 
 
 @pytest.mark.model
-def test_full_run_ascend_backend_on_doubles(dag, dataset, airflow_db, tmp_path, monkeypatch):
+def test_full_run_ascend_backend_on_doubles(dag, dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("TWINS_CANN_ENV", str(DOUBLES / "set_env.sh"))
     monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "argv.jsonl"))
     # A host with two chips; "auto" = every chip npu-smi shows. Each batch size's infer and perf lease one.
     monkeypatch.setenv("TWINS_FAKE_NPUS", "2")
     monkeypatch.setenv("TWINS_LEASE_DIR", str(tmp_path / "leases"))
     monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
-    dr, states = _run(dag, tmp_path, _conf(dataset, backend="ascend", batch_sizes=[1, 4], device_ids="auto"))
+    dr, states = _run(dag, _conf(dataset, backend="ascend", batch_sizes=[1, 4], device_ids="auto"))
     assert str(dr.state).endswith("success"), states
     run = _store().get_run(dr.run_id)
     assert run["backend"] == "ascend" and run["soc_version"] == "Ascend310P3"
@@ -271,7 +323,7 @@ def test_full_run_ascend_backend_on_doubles(dag, dataset, airflow_db, tmp_path, 
 
 
 @pytest.mark.model
-def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, airflow_db, tmp_path, monkeypatch):
+def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, monkeypatch):
     from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
     from twins_tasks.errors import ToolError
 
@@ -283,7 +335,7 @@ def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, 
         return real_perf(self, artifact, batch_size, **kw)
 
     monkeypatch.setattr(OnnxRuntimeBackend, "perf", perf)
-    dr, states = _run(dag, tmp_path, _conf(dataset, batch_sizes=[1, 4], max_throughput_drop_pct=1000.0))
+    dr, states = _run(dag, _conf(dataset, batch_sizes=[1, 4], max_throughput_drop_pct=1000.0))
     assert str(states[("per_batch_size.perf", 1)]).endswith("failed")
     for task_id in ("accuracy", "record", "report"):
         assert str(states[(task_id, -1)]).endswith("success"), states
@@ -304,8 +356,8 @@ def test_twins_run_keeps_the_other_batch_sizes_when_one_fails(dataset, airflow_d
     # The CLI's side of partial results: the same steps carry on past a failed batch size and record "partial".
     from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
     from twins_tasks.errors import ToolError
-    from twins_tasks.pipeline import run_recipe
     from twins_tasks.recipe import BackendSettings, RecipeConfig
+    from twins_tasks.run import run_recipe
 
     real_infer = OnnxRuntimeBackend.infer
 

@@ -302,9 +302,19 @@ def test_unreachable_server_is_an_input_error_at_open():
         ResultsStore("postgresql://u@127.0.0.1:1/db")
 
 
+def _version_rows(store: ResultsStore) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.scalars(sa.text("SELECT version_num FROM alembic_version")))
+
+
 @pytest.mark.postgres
-def test_postgres_check_writable(postgres_url):
-    ResultsStore(postgres_url).check_writable()
+def test_postgres_check_writable(fresh_postgres_url):
+    store = ResultsStore(fresh_postgres_url)
+    rows = store.count_rows()
+    store.check_writable()  # a writable server passes: no InputError...
+    # ...and its probe insert was rolled back: nothing is left behind.
+    assert _version_rows(store) == [head_revision()] and store.count_rows() == rows
+    store.engine.dispose()
 
 
 # --------------------------------------------------------------------------------------- run ids
