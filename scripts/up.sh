@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-state=$PWD/var/up
+state=${TWINS_UP_STATE:-$PWD/var/up}  # TWINS_UP_STATE: another folder (tests)
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$state/airflow}
 source scripts/airflow-env.sh
 port=${TWINS_UI_PORT:-8080}
@@ -19,6 +19,9 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 # queue, and the generated dataset as the Dataset default so that the first trigger with the defaults works.
 export TWINS_NPU_QUEUE=default
 export TWINS_DATASET_PATH=$data
+# A local stack runs what you trigger, nothing at 02:00 (a default nightly is ~30 min on 2 cores and would hold up
+# manual runs behind max_active_runs=1). TWINS_NIGHTLY="0 2 * * *" make up turns the nightly on.
+export TWINS_NIGHTLY=${TWINS_NIGHTLY:-off}
 
 echo "== Airflow metadata DB ($AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
@@ -35,6 +38,6 @@ cat <<MSG
 Airflow is up: http://localhost:$port   (user admin, password $(python -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"))
 DAG twins_svt_l_validation: trigger it with the defaults (the generated dataset, seeded random weights, ONNX
 Runtime on this CPU, batch sizes 1-64, 3 perf rounds of 20 loops: about half an hour on 2 cores) or, for a quick
-look, pick batch sizes [1, 4] and 2 perf loops in the form. Nightly runs start at 02:00 UTC.
+look, pick batch sizes [1, 4] and 2 perf loops in the form. Nightly runs: $( [ "$TWINS_NIGHTLY" = off ] && echo "off (TWINS_NIGHTLY=\"0 2 * * *\" make up turns them on)" || echo "cron $TWINS_NIGHTLY UTC").
 Results database: sqlite:///$AIRFLOW_HOME/twins_results.db   Stop everything with: make down
 MSG
