@@ -60,6 +60,16 @@ log = logging.getLogger(__name__)
 NPU_QUEUE = os.environ.get("TWINS_NPU_QUEUE", "ascend")
 NPU_POOL = os.environ.get("TWINS_NPU_POOL", "ascend_npu")  # slots: the chips of all NPU hosts together
 COMPILE_POOL = os.environ.get("TWINS_COMPILE_POOL", "ascend_compile")  # slots: atc runs the hosts' RAM allows
+# The nightly's cron, UTC (default 02:00); "off" = manual runs only (what `make up` sets: a laptop is no nightly
+# host). Unpausing waits for the next tick at any hour instead of starting a run with the default Params at once:
+# no start_date, and run_immediately=timedelta(0), because Airflow 3.3.2 treats its default False like None
+# ("run the last tick if it was under 10% of a period ago", apache/airflow PR #64162).
+NIGHTLY = os.environ.get("TWINS_NIGHTLY", "0 2 * * *").strip()
+SCHEDULE = (
+    None
+    if NIGHTLY.lower() in ("", "off", "none")
+    else CronTriggerTimetable(NIGHTLY, timezone="UTC", run_immediately=dt.timedelta(0))
+)
 WORK_DIR_ENV = "TWINS_WORK_DIR"
 
 PARAMS = {
@@ -152,16 +162,27 @@ PARAMS = {
         section="Backend",
         description="'recipe default' passes no --precision_mode (atc uses force_fp16).",
     ),
+    # A multi-select of the recipe's six sizes (Airflow renders an array Param with `examples` as one): nothing to
+    # mistype, so the form cannot fall back to the defaults. Its options are strings (the form sends what it
+    # offers as text), so the default is text too, or the form would offer the six again beside the chosen ones.
+    # REST/CLI conf keeps integers, any size 1-256: {"batch_sizes": [2, 4]}; RecipeConfig parses both forms.
     "batch_sizes": Param(
-        list(DEFAULTS.batch_sizes),
+        [str(bs) for bs in DEFAULTS.batch_sizes],
         type="array",
         minItems=1,
         maxItems=32,
         uniqueItems=True,
-        items={"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
+        items={
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
+                {"type": "string", "enum": [str(bs) for bs in DEFAULTS.batch_sizes]},
+            ]
+        },
+        examples=[str(bs) for bs in DEFAULTS.batch_sizes],
         title="Batch sizes",
         section="Run",
-        description="One compile -> infer -> perf chain each; integers 1-256, unique.",
+        description="One compile -> infer -> perf chain each. Other sizes (1-256): put e.g. "
+        '"batch_sizes": [2, 4] in Advanced Options > Configuration JSON, or in a REST/CLI trigger\'s conf.',
     ),
     "perf_loops": Param(
         DEFAULTS.perf_loops,
@@ -262,10 +283,7 @@ def _store():
     dag_display_name="Twins-SVT-L validation",
     description="Twins-SVT-L: preprocess, export, compile/infer/perf per batch size, accuracy, results DB.",
     doc_md=__doc__,
-    # Nightly at 02:00 UTC. Unpausing waits for the next 02:00 at any hour instead of starting a run with the
-    # default Params at once: no start_date, and run_immediately=timedelta(0), because Airflow 3.3.2 treats its
-    # default False like None ("run the last tick if it was under 10% of a day ago", apache/airflow PR #64162).
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
+    schedule=SCHEDULE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -393,10 +411,14 @@ def twins_svt_l_validation():
         from twins_tasks.steps import prepare_reference_for
 
         if planned is None or inputs is None or model is None:
-            failed = [
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            missing = [
                 name for name, value in (("plan", planned), ("preprocess", inputs), ("export", model)) if not value
             ]
-            raise AirflowFailException(f"nothing to score: {', '.join(failed)} failed (see their logs)")
+            # Skipped, not failed: the task that failed upstream is the run's one red task (and fails the run);
+            # a second failure here would only repeat it.
+            raise AirflowSkipException(f"nothing to score: no output from {', '.join(missing)} (see the failed task)")
         reference = prepare_reference_for(_config(planned), planned["cache_dir"], inputs, model)
         records = {step: [r for r in _as_list((chains or {}).get(step)) if r] for step in BATCH_STEPS}
         return collect_rows(planned["batch_sizes"], records, inputs, reference, planned["failure_dir"])
@@ -433,11 +455,13 @@ def twins_svt_l_validation():
         from twins_tasks.report import write_report
 
         store = _store()
-        text, path = write_report(store, recorded["run_key"], _config(planned).baseline, planned["run_dir"])
-        # Through the logger, not print(): printed output lands in a collapsed group of the UI's log view.
-        log.info("Report for run %s:\n%s", recorded["run_key"], text)
-        log.info("Report written to %s; results database: %s", path, store.describe())
-        return str(path)
+        report = write_report(store, recorded["run_key"], _config(planned).baseline, planned["run_dir"])
+        # Through the logger, not print(): printed output lands in a collapsed group of the UI's log view. The
+        # plain-text rendering (aligned columns, short lines): the graph view's narrow log pane cuts long lines,
+        # and markdown's pipes are noise there; report.md keeps the markdown. Its first line names the run.
+        log.info("Report:\n%s", report.text)
+        log.info("Report written to %s; results database: %s", report.path, store.describe())
+        return str(report.path)
 
     # On the device's queue and pool: a suspect drop is re-measured once before it fails the check.
     @task(retries=0, queue=NPU_QUEUE, pool=NPU_POOL, execution_timeout=dt.timedelta(hours=1))

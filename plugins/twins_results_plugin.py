@@ -2,8 +2,10 @@
 
 - ``fastapi_apps``: the app of :mod:`twins_airflow.ui.app` mounted by the api-server at ``/twins-results``
   (pages and a JSON API; every route requires an Airflow login, see ``require_user``);
-- ``external_views``: "Twins results" in the navigation, and "Twins results" on each DAG run (this run's
+- ``external_views``: "Twins" in the navigation, and a "Twins results" tab on each DAG run (this run's
   results; ``{RUN_ID}``/``{DAG_ID}`` are filled in by the UI). Both are shown in an iframe inside the UI.
+  The navigation shows a name in about 56 px at 10 px type and cuts the rest ("Twins results" read
+  "Twins res…"): "Twins" fits with room to spare; the DAG run's tabs have room for the longer name.
 
 Hrefs have no leading slash: the UI resolves them against its base URL, so a deployment under a sub-path
 (``[api] base_url``) works too.
@@ -16,6 +18,8 @@ from airflow.plugins_manager import AirflowPlugin
 from twins_airflow.ui.app import URL_PREFIX, create_app
 
 APP_PATH = URL_PREFIX.lstrip("/")
+NAV_NAME = "Twins"
+RUN_TAB_NAME = "Twins results"
 
 
 class TwinsResultsPlugin(AirflowPlugin):
@@ -23,13 +27,13 @@ class TwinsResultsPlugin(AirflowPlugin):
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Twins results"}]
     external_views = [
         {
-            "name": "Twins results",
+            "name": NAV_NAME,
             "href": f"{APP_PATH}/",
             "destination": "nav",
             "url_route": "twins-results",
         },
         {
-            "name": "Twins results",
+            "name": RUN_TAB_NAME,
             "href": f"{APP_PATH}/run?run_key={{RUN_ID}}&dag_id={{DAG_ID}}",
             "destination": "dag_run",
             "url_route": "twins-run-results",

@@ -25,7 +25,9 @@ if ! airflow dags test twins_svt_l_validation -c "$conf" >"$log" 2>&1; then
     echo "demo: the DAG run failed; full log: $log" >&2
     exit 1
 fi
-grep -E "Reusing|Recorded run|Backend " "$log" | sed 's/^.*\(Reusing\|Recorded run\|Backend \)/\1/' || true
+# The library's own lines without Airflow's log decoration ("<time> [info     ] <message>  [<logger>] loc=<file:line>").
+grep -E "Reusing|Recorded run|Backend " "$log" |
+    sed -E 's/^.*(Reusing|Recorded run|Backend )/\1/; s/ +\[[^] ]+\]( [a-z_]+=[^ ]*)*$//' || true
 report=$(ls -t "$TWINS_WORK_DIR"/runs/*/report.md | head -n 1)
 echo
 cat "$report"

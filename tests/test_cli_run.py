@@ -3,6 +3,7 @@ generated images at batch sizes 1 and 4, in a real `twins` process, results in a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,15 @@ def test_twins_run_end_to_end(tmp_path):
     first = _run(tmp_path, "by-hand-1", "--baseline", "recipe-gpu")
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
-    # The recipe's table: our row, the baseline row, the ratio row, and the best batch size.
-    assert "| throughput (img/s) | bs1 | bs4 |" in out
-    assert "| recipe-gpu | 62.0 | 77.0 |" in out and "/ recipe-gpu |" in out
-    assert "Best batch size: **" in out
+    # The recipe's table: our row, the baseline row, the ratio row, and the best batch size; aligned plain text on
+    # the terminal, markdown in report.md.
+    assert "against recipe-gpu:" in " ".join(out.split()) and "bs  img/s  baseline  ratio" in out
+    assert re.search(r"^ 1 +[\d.]+ +62\.0 +[\d.]+$", out, re.M) and re.search(r"^ 4 +[\d.]+ +77\.0 +[\d.]+$", out, re.M)
+    assert "Best batch size: " in out
+    markdown = (tmp_path / "work" / "runs" / "by-hand-1" / "report.md").read_text()
+    assert "| throughput (img/s) | bs1 | bs4 |" in markdown
+    assert "| recipe-gpu | 62.0 | 77.0 |" in markdown and "/ recipe-gpu |" in markdown
+    assert "Best batch size: **" in markdown
     # What the numbers are (and are not) is said in the output itself.
     assert "NOTE: random weights" in out and "NOTE: generated images, not ImageNet." in out
 

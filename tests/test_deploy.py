@@ -141,10 +141,10 @@ def test_deployed_dag_runs_end_to_end(deployment):
     assert tis[("per_batch_size.perf", 0)]["queue"] == "ascend" and tis[("preprocess", -1)]["queue"] == "default"
 
     perf_log = api.log(first, "per_batch_size.perf", map_index=0)
-    assert "throughput" in perf_log and "NPU_compute_time" in perf_log
+    assert "throughput" in perf_log and "[INFO] compute_time (ms): min = " in perf_log  # CPU: not "NPU_"
     # The report is in the log as the UI shows it, outside the folded (collapsed) groups.
     report_log = _outside_groups(api.log(first, "report"))
-    assert "| throughput (img/s) | bs1 | bs2 |" in report_log and "Best batch size" in report_log
+    assert "Throughput (img/s) of " in report_log and "bs  img/s" in report_log and "Best batch size" in report_log
     # Preprocess ran its worker processes under the Celery worker (in a child process: not daemonic).
     preprocess_log = api.log(first, "preprocess")
     assert "daemonic" not in preprocess_log and "Running:" in preprocess_log

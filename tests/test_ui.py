@@ -455,7 +455,7 @@ def test_plugin_is_listed_with_nav_and_dag_run_views(airflow_ui: AirflowUI) -> N
     ours = next(p for p in plugins if p["name"] == "twins_results")
     assert [a["url_prefix"] for a in ours["fastapi_apps"]] == ["/twins-results"]
     views_by_destination = {v["destination"]: v for v in ours["external_views"]}
-    assert views_by_destination["nav"]["name"] == "Twins results"
+    assert views_by_destination["nav"]["name"] == "Twins"  # short enough to show whole in the nav
     assert "{RUN_ID}" in views_by_destination["dag_run"]["href"]
 
 
@@ -658,3 +658,413 @@ def test_task_log_links_find_each_batch_sizes_mapped_instance(page: Any, airflow
     assert bs8.get_attribute("href").endswith("/mapped/0")
     compile_bs4 = frame.locator('a.task-log[data-task-id="per_batch_size.compile"][data-batch-size="4"]')
     assert compile_bs4.get_attribute("href").endswith("/tasks/per_batch_size.compile/mapped")
+
+
+# --- a DAG run that failed before recording results ------------------------------------------------------------
+
+BAD_DATASET = "/nonexistent/<b>twins</b>/val"  # markup in the error: it must show as text
+
+
+def _fake_airflow(runs: dict[str, dict[str, Any]], seen: list[dict[str, str]]) -> Any:
+    """Airflow's REST API as the results app asks it about a DAG run (the three GETs), answering from ``runs``:
+    run id -> {"state", "failed": [task instance fields + "log": log content]}. Records the headers it got."""
+    from fastapi import FastAPI, HTTPException
+
+    fake = FastAPI()
+
+    @fake.middleware("http")
+    async def record_headers(request: Any, call_next: Any) -> Any:
+        seen.append(dict(request.headers))
+        return await call_next(request)
+
+    def run_of(dag_id: str, run_id: str) -> dict[str, Any]:
+        if dag_id != DAG_ID or run_id not in runs:
+            raise HTTPException(404, "no such DAG run")
+        return runs[run_id]
+
+    @fake.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    def dag_run(dag_id: str, run_id: str) -> dict[str, Any]:
+        run = run_of(dag_id, run_id)
+        return {"dag_run_id": run_id, "state": run["state"], "end_date": "2026-11-07T02:03:04Z"}
+
+    @fake.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    def failed(dag_id: str, run_id: str, state: str) -> dict[str, Any]:
+        assert state == "failed"
+        tis = [{k: v for k, v in ti.items() if k != "log"} for ti in run_of(dag_id, run_id)["failed"]]
+        return {"task_instances": tis, "total_entries": len(tis)}
+
+    @fake.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}")
+    def logs(dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> dict[str, Any]:
+        ti = next(
+            ti
+            for ti in run_of(dag_id, run_id)["failed"]
+            if (ti["task_id"], ti["map_index"], ti["try_number"]) == (task_id, map_index, try_number)
+        )
+        return {"content": ti["log"], "continuation_token": None}
+
+    return fake
+
+
+def _failed_log(exc_type: str, message: str) -> list[dict[str, Any]]:
+    """A failed task's log as GET .../logs/{try} returns it: the raised exception first in error_detail."""
+    return [
+        {"event": "::group::Log message source details", "sources": ["/logs/x.log"]},
+        {"event": "Running task", "level": "info"},
+        {
+            "event": "Task failed with exception",
+            "level": "error",
+            "error_detail": [
+                {"exc_type": exc_type, "exc_value": message, "frames": [], "is_cause": False},
+                {"exc_type": "FileNotFoundError", "exc_value": "ENOENT-cause", "is_cause": True},
+            ],
+        },
+        {"event": "::endgroup::", "level": "info"},
+    ]
+
+
+def test_failed_run_without_results_names_its_failed_tasks(store: ResultsStore) -> None:
+    """In-process, with Airflow's answers stood in for: the failed tasks (mapped ones with their index), their
+    errors as text, links to their logs; 200 for a DAG run Airflow knows, 404 for one neither knows."""
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    seen: list[dict[str, str]] = []
+    runs = {
+        "manual__failed": {
+            "state": "failed",
+            "failed": [
+                {"task_id": "per_batch_size.infer", "map_index": 2, "try_number": 3, "end_date": "2026-11-07T02:02Z",
+                 "log": _failed_log("TwinsTaskError", "ais_bench exited 1: <device busy>")},
+                {"task_id": "plan", "map_index": -1, "try_number": 1, "end_date": "2026-11-07T02:01Z",
+                 "log": _failed_log("TwinsInputError", f"bad input (not retried): dataset folder {BAD_DATASET}")},
+                {"task_id": "export", "map_index": -1, "try_number": 1, "end_date": "2026-11-07T02:03Z",
+                 "log": [{"event": "killed: out of memory", "level": "error"}]},
+            ],
+        },
+        "manual__running": {"state": "running", "failed": []},
+    }  # fmt: skip
+    fake = _fake_airflow(runs, seen)
+    client = TestClient(create_app(store.url, user_dependency=lambda: {"username": "t"}, airflow_app=lambda: fake))
+
+    client.cookies.set("_token", "jwt-1")
+    page = client.get("/run", params={"run_key": "manual__failed", "dag_id": DAG_ID})
+    assert page.status_code == 200, page.text[:500]
+    text = page.text
+    assert "This run failed before it recorded results" in text and 'id="dag-run-state">failed<' in text
+    # The user's own login went to Airflow's API: Airflow decides what they may see.
+    assert seen and all("_token=jwt-1" in h.get("cookie", "") for h in seen)
+    rows = text.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr ")[1:]
+    assert [r.split('data-task-id="', 1)[1].split('"', 1)[0] for r in rows] == [
+        "plan",
+        "per_batch_size.infer",
+        "export",
+    ]  # first failure first
+    assert (
+        "TwinsInputError: bad input (not retried): dataset folder /nonexistent/&lt;b&gt;twins&lt;/b&gt;/val" in rows[0]
+    )
+    assert "<b>twins" not in text
+    assert "TwinsTaskError: ais_bench exited 1: &lt;device busy&gt;" in rows[1] and "ENOENT-cause" not in text
+    assert "killed: out of memory" in rows[2]
+    assert f'href="/dags/{DAG_ID}/runs/manual__failed/tasks/plan?try_number=1"' in rows[0]
+    assert f'href="/dags/{DAG_ID}/runs/manual__failed/tasks/per_batch_size.infer/mapped/2?try_number=3"' in rows[1]
+    assert "script-src 'self'" in page.headers["content-security-policy"] and "<script>" not in text
+
+    running = client.get("/run", params={"run_key": "manual__running"}, headers={"Authorization": "Bearer jwt-2"})
+    assert running.status_code == 200 and "No results yet: this run is running" in running.text
+    assert seen[-1]["authorization"] == "Bearer jwt-2"
+
+    unknown = client.get("/run", params={"run_key": "<i>nope</i>", "dag_id": DAG_ID})
+    assert unknown.status_code == 404 and "Airflow\nhas no run of that id" in unknown.text
+    assert "&lt;i&gt;nope&lt;/i&gt;" in unknown.text and "<i>nope" not in unknown.text
+
+    def broken() -> Any:
+        raise RuntimeError("boom")
+
+    down = TestClient(create_app(store.url, user_dependency=lambda: {"username": "t"}, airflow_app=lambda: broken))
+    answer = down.get("/run", params={"run_key": "manual__failed"})
+    assert answer.status_code == 404 and "cannot be shown" in answer.text
+
+
+@pytest.fixture(scope="module")
+def failed_dag_run(airflow_ui: AirflowUI) -> str:
+    """A real failed DAG run with its task logs: `airflow dags test --use-executor` with a wrong dataset path,
+    its tasks run by a LocalExecutor against the fixture's api-server (as a deployment's workers do). Its id."""
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_TWINS_RESULTS": airflow_ui.store.url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_ui.url}/execution/",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    }
+    conf = json.dumps({"dataset_path": BAD_DATASET, "backend": "onnxruntime"})
+    argv = [sys.executable, "-m", "airflow", "dags", "test", "--use-executor", DAG_ID, "-c", conf]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"airflow dags test did not finish in 400 s: {out.decode()[-3000:]}")
+    runs = airflow_ui.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"state": "failed"}).json()["dag_runs"]
+    ours = [r["dag_run_id"] for r in runs if r["conf"].get("dataset_path") == BAD_DATASET]
+    assert len(ours) == 1, (runs, out.decode()[-3000:])
+    return ours[0]
+
+
+def test_failed_run_results_tab_says_why_with_a_log_link(page: Any, airflow_ui: AirflowUI, failed_dag_run: str) -> None:
+    run_id = failed_dag_run
+    documents: list[tuple[str, int]] = []
+    page.on("response", lambda r: documents.append((r.url, r.status)) if "/twins-results/run?" in r.url else None)
+    ui_path = f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/twins-run-results"
+    frame = _in_ui(page, airflow_ui, ui_path, "#failed-tasks")
+    assert documents and all(status == 200 for _, status in documents), documents  # no 404 in the console
+    assert frame.locator("#no-results-title").inner_text() == "This run failed before it recorded results"
+    assert frame.locator("#run-key").inner_text() == run_id
+    rows = frame.locator("#failed-tasks tbody tr")
+    assert rows.count() == 1 and rows.get_attribute("data-task-id") == "plan"  # one red task: accuracy skipped
+    error = rows.locator(".failed-error").inner_text()
+    assert error.startswith(f"TwinsInputError: bad input (not retried): dataset folder {BAD_DATASET} does not exist")
+    assert page.frames[1].evaluate("document.querySelector('#failed-tasks b')") is None  # shown as text
+    href = rows.locator("a.failed-task-log").get_attribute("href")
+    assert href == f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/plan?try_number=1"
+    _shot(page, "failed_run")
+    # The link is the task's log in the Airflow UI, and the log there shows the same error.
+    page.goto(airflow_ui.url + href)
+    page.get_by_text("does not exist on this host", exact=False).first.wait_for(timeout=30_000)
+    _shot(page, "failed_run_log")
+
+
+def test_failed_run_through_the_api_server_is_200_unknown_is_404(airflow_ui: AirflowUI, failed_dag_run: str) -> None:
+    known = airflow_ui.get("/twins-results/run", params={"run_key": failed_dag_run, "dag_id": DAG_ID})
+    assert known.status_code == 200 and 'data-task-id="plan"' in known.text and "accuracy" not in known.text
+    unknown = airflow_ui.get("/twins-results/run", params={"run_key": "manual__never", "dag_id": DAG_ID})
+    assert unknown.status_code == 404 and "has no run of that id" in unknown.text
+
+
+# --- links from inside the Airflow UI ------------------------------------------------------------------------
+# The UI frames the pages in an iframe sandboxed without allow-top-navigation: a target="_top" link is refused
+# there ("Unsafe attempt to initiate navigation"); twins.js moves the UI's router instead. These tests click
+# in the Airflow UI itself, not on the plugin's own URL.
+
+PERF_TASK = "per_batch_size.perf"
+PERF_MAP_ORDER = [8, 1, 4]  # map index -> batch size: the DAG expands over the run's list, unsorted
+NAV_NAME = "Twins"
+RUN_TAB_NAME = "Twins results"
+
+
+@pytest.fixture(scope="module")
+def perf_ran(airflow_ui: AirflowUI) -> dict[int, str]:
+    """The fixture's DAG run as its workers would leave it after the perf tasks (no scheduler runs here):
+    per_batch_size.perf expanded to one successful instance per batch size, with its rendered batch_size, in
+    the metadata DB the api-server reads, and a log file each where it reads task logs. Compile and infer stay
+    unexpanded (test_task_log_links_find_each_batch_sizes_mapped_instance relies on that). Batch size -> the
+    path of its task instance in the Airflow UI."""
+    from datetime import UTC, datetime
+
+    from airflow.configuration import conf
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    run_id = airflow_ui.dag_run_id
+    logs = Path(conf.get("logging", "base_log_folder"), f"dag_id={DAG_ID}", f"run_id={run_id}", f"task_id={PERF_TASK}")
+    now = datetime.now(UTC)
+    with create_session() as session:
+        unexpanded = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == DAG_ID,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == PERF_TASK,
+                TaskInstance.map_index == -1,
+            )
+        )
+        assert unexpanded is not None
+        serialized = SerializedDagModel.get_dag(DAG_ID, session=session)
+        assert serialized is not None
+        task = serialized.get_task(PERF_TASK)
+        version = unexpanded.dag_version_id
+        session.delete(unexpanded)
+        session.flush()
+        for map_index, batch_size in enumerate(PERF_MAP_ORDER):
+            ti = TaskInstance(task, dag_version_id=version, run_id=run_id, map_index=map_index)
+            ti.state, ti.try_number, ti.start_date, ti.end_date = TaskInstanceState.SUCCESS, 1, now, now
+            session.add(ti)
+            session.flush()
+            rendered = {"batch_size": batch_size}
+            session.add(RenderedTaskInstanceFields(ti, render_templates=False, rendered_fields=rendered))
+            log = logs / f"map_index={map_index}" / "attempt=1.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            event = f"perf of batch size {batch_size}: 11.1 img/s"
+            line = {"timestamp": now.isoformat(), "level": "info", "event": event}
+            log.write_text(json.dumps(line) + "\n")
+    run_path = f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+    return {bs: f"{run_path}/tasks/{PERF_TASK}/mapped/{i}" for i, bs in enumerate(PERF_MAP_ORDER)}
+
+
+def _refused(console: list[str]) -> list[str]:
+    return [m for m in console if "Unsafe attempt to initiate navigation" in m]
+
+
+def _shows_whole(locator: Any) -> bool:
+    """The element's text is not cut (the UI's labels end in an ellipsis where they overflow)."""
+    return locator.evaluate("e => e.scrollWidth <= e.clientWidth && e.scrollWidth > 0")
+
+
+def test_task_log_link_in_the_dag_run_tab_opens_that_tasks_log(
+    page: Any, airflow_ui: AirflowUI, perf_ran: dict[int, str]
+) -> None:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    run_path = f"/dags/{DAG_ID}/runs/{quote(airflow_ui.dag_run_id, safe='')}"
+    page.goto(airflow_ui.url + run_path)
+    tab = page.get_by_role("link", name=RUN_TAB_NAME, exact=True)  # the DAG run's "Twins results" tab
+    assert _shows_whole(tab.locator("div"))
+    tab.click()
+    frame = page.frame_locator("iframe")
+    # The perf link of batch size 4 once the page has asked Airflow which instance ran it (map index 2).
+    link = frame.locator(f'a.task-log[data-task-id="{PERF_TASK}"][data-batch-size="4"][data-map-index]')
+    link.wait_for(timeout=30_000)
+    assert link.get_attribute("href") == perf_ran[4]
+    _shot(page, "links_dag_run_tab")
+
+    link.click()
+    page.wait_for_url(airflow_ui.url + perf_ran[4], timeout=15_000)
+    page.get_by_text("perf of batch size 4: 11.1 img/s").first.wait_for(timeout=30_000)  # its log, not another's
+    assert page.get_by_role("link", name="Logs", exact=True).get_attribute("aria-current") == "page"
+    assert page.locator("iframe").count() == 0  # the Airflow UI's own page, not a page in the frame
+    _shot(page, "links_task_log")
+    assert not _refused(console), console
+
+    page.go_back()  # the pushed history entry: Back returns to the results tab
+    frame.locator("#perf-table").wait_for(timeout=30_000)
+    assert page.url == airflow_ui.url + run_path + "/plugin/twins-run-results"
+
+
+def test_dag_run_links_from_the_nav_entry_open_the_dag_run(page: Any, airflow_ui: AirflowUI) -> None:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    run_id = airflow_ui.dag_run_id
+    run_path = f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+    page.goto(airflow_ui.url + "/")
+    nav = page.get_by_role("link", name=NAV_NAME, exact=True)
+    nav.click()
+    frame = page.frame_locator("iframe")
+    row = frame.locator(f'table#runs tbody tr[data-run-key="{run_id}"]')
+    row.wait_for(timeout=30_000)
+    frame.locator("body[data-links]").wait_for()  # twins.js runs (a faster click than a person's would not wait)
+    _shot(page, "links_nav_entry")
+
+    # The runs list's "DAG run" link.
+    row.locator(f'a[href="{run_path}"]').click()
+    page.wait_for_url(airflow_ui.url + run_path, timeout=15_000)
+    page.get_by_role("heading", name=run_id, exact=True).wait_for(timeout=30_000)
+    assert page.get_by_role("link", name="Task Instances", exact=True).get_attribute("aria-current") == "page"
+
+    # The run page's "DAG run" link, reached inside the frame.
+    page.get_by_role("link", name=NAV_NAME, exact=True).click()
+    frame.locator(f'table#runs tbody tr[data-run-key="{run_id}"] a.run-link').click()
+    frame.locator("#airflow-run-link").wait_for(timeout=30_000)  # the run page...
+    frame.locator("body[data-links]").wait_for()  # ... and its script
+    frame.locator("#airflow-run-link").click()
+    page.wait_for_url(airflow_ui.url + run_path, timeout=15_000)
+    page.get_by_role("heading", name=run_id, exact=True).wait_for(timeout=30_000)
+    assert page.locator("iframe").count() == 0
+    _shot(page, "links_dag_run")
+    assert not _refused(console), console
+
+
+def test_nav_entry_and_run_tab_names_show_whole(page: Any, airflow_ui: AirflowUI) -> None:
+    page.goto(airflow_ui.url + f"/dags/{DAG_ID}/runs/{quote(airflow_ui.dag_run_id, safe='')}")
+    nav_label = page.get_by_role("link", name=NAV_NAME, exact=True).locator("div")
+    nav_label.wait_for(timeout=30_000)
+    assert nav_label.inner_text() == NAV_NAME and _shows_whole(nav_label)
+    tab_label = page.get_by_role("link", name=RUN_TAB_NAME, exact=True).locator("div")
+    assert tab_label.inner_text() == RUN_TAB_NAME and _shows_whole(tab_label)
+
+
+def test_links_navigate_as_usual_outside_the_airflow_ui(
+    page: Any, airflow_ui: AirflowUI, perf_ran: dict[int, str]
+) -> None:
+    """The plugin's page opened on its own (no frame): the links are plain links, the script stays out."""
+    path = "/twins-results/run?" + urlencode({"run_key": airflow_ui.dag_run_id, "dag_id": DAG_ID})
+    page.goto(airflow_ui.url + path)
+    link = page.locator(f'a.task-log[data-task-id="{PERF_TASK}"][data-batch-size="8"][data-map-index]')
+    link.wait_for(timeout=30_000)
+    link.click()
+    page.wait_for_url(airflow_ui.url + perf_ran[8], timeout=15_000)
+    page.get_by_text("perf of batch size 8: 11.1 img/s").first.wait_for(timeout=30_000)
+
+
+def test_log_in_link_of_an_expired_session_opens_the_login_in_the_frame(browser: Any, airflow_ui: AirflowUI) -> None:
+    """Inside the UI the error page has no script (its files need a login too): its link opens Airflow's
+    login form in the frame, where a target="_top" link was refused."""
+    context = browser.browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        context.add_cookies([{"name": "_token", "value": airflow_ui.token, "url": airflow_ui.url}])
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        frame = _in_ui(page, airflow_ui, "/plugin/twins-results", "table#runs")
+        context.clear_cookies()  # the session ends while the page is open
+        frame.locator("nav a", has_text="Compare").click()
+        frame.locator("#error-message").wait_for(timeout=15_000)
+        frame.get_by_role("link", name="Log in to Airflow").click()
+        frame.locator("input[type=password]").wait_for(timeout=30_000)
+        _shot(page, "links_log_in")
+        assert not _refused(console), console
+    finally:
+        context.close()
+
+
+# --- output a person can read: the run's own baseline, a chart that shows a CPU run beside the GPU's -------------
+
+
+def test_run_page_defaults_to_the_baseline_its_report_used(client, store: ResultsStore) -> None:
+    """A run recorded without a baseline shows no baseline row (like its report.md); another can be picked."""
+    store.record_run(_run("no-baseline", ORT_CONFIG, config={"baseline": None}), _batches({1: 3.0, 4: 3.5}))
+    page = client.get("/run", params={"run_key": "no-baseline"}).text
+    assert 'id="perf-row-baseline"' not in page and 'id="baseline-input"' in page
+    assert 'value="none"' in page and "this run's report.md: none" in page
+    picked = client.get("/run", params={"run_key": "no-baseline", "baseline": "recipe-gpu"}).text
+    assert 'id="perf-row-baseline"' in picked and 'value="recipe-gpu"' in picked
+    assert "this run's report.md: none (" in picked  # and a link back to it
+
+
+def test_run_chart_shows_a_cpu_run_beside_the_gpu_baseline(page: Any, airflow_ui: AirflowUI) -> None:
+    """3 img/s beside the recipe's GPU 62-80 img/s: on a linear axis the CPU bars are a few pixels high; the chart
+    switches to a logarithmic axis where every bar has a readable height."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from twins_tasks.store import ValidationRun
+
+    key = f"cpu-vs-gpu-{uuid.uuid4().hex[:6]}"
+    config = {"synthetic_data": True, "batch_sizes": [1, 4, 8], "baseline": "recipe-gpu"}
+    airflow_ui.store.record_run(_run(key, "cfg0cpu0slow0001", config=config), _batches({1: 3.04, 4: 3.51, 8: 3.62}))
+    try:
+        path = "/plugin/twins-results/twins-results/run?" + urlencode({"run_key": key})
+        frame = _in_ui(page, airflow_ui, path, "#perf-table")
+        frame.locator('#chart[data-drawn="true"]').wait_for(timeout=10_000)
+        chart = frame.locator("#chart").evaluate(
+            """c => ({
+                type: c.chart.scales.y.type,
+                title: c.chart.options.scales.y.title.text,
+                labels: c.chart.data.datasets.map(d => d.label),
+                plot: c.chart.chartArea.bottom - c.chart.chartArea.top,
+                heights: c.chart.data.datasets.map((d, i) => c.chart.getDatasetMeta(i).data.map(b => b.height)),
+            })"""
+        )
+        assert chart["type"] == "logarithmic" and "log scale" in chart["title"]
+        assert chart["labels"] == ["onnxruntime (cpu)", "recipe-gpu"]  # the run's own baseline, by default
+        cpu, gpu = chart["heights"]
+        assert min(cpu) > 0.2 * chart["plot"], chart  # linear: 3.04 / 79.5 of the plot, under 4%
+        assert max(gpu) < chart["plot"] and min(gpu) > max(cpu)
+        _shot(page, "run_cpu_vs_gpu")
+    finally:
+        with Session(airflow_ui.store.engine) as session:
+            session.delete(session.scalars(select(ValidationRun).where(ValidationRun.run_key == key)).one())
+            session.commit()

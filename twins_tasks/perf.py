@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|nan|inf)"
 _STATS = re.compile(
-    r"(?P<name>NPU_compute_time|H2D_latency|D2H_latency) \(ms\): min = "
+    r"(?P<name>NPU_compute_time|compute_time|H2D_latency|D2H_latency) \(ms\): min = "
     + _NUM
     + r", max = "
     + _NUM
@@ -23,9 +23,10 @@ _STATS = re.compile(
     + r", percentile\(99%\) = "
     + _NUM
 )
-# Older ais_bench: "1000*batchsize(64)/"; newer: "1000*batchsize.mean(64)/".
+# Older ais_bench: "1000*batchsize(64)/"; newer: "1000*batchsize.mean(64)/". "compute_time" is the label
+# PerfResult.summary_lines gives a backend that is not an NPU's.
 _THROUGHPUT = re.compile(
-    r"throughput 1000\*batchsize(?:\.mean)?\(" + _NUM + r"\)/NPU_compute_time\.mean\(" + _NUM + r"\): " + _NUM
+    r"throughput 1000\*batchsize(?:\.mean)?\(" + _NUM + r"\)/(?:NPU_)?compute_time\.mean\(" + _NUM + r"\): " + _NUM
 )
 
 
@@ -33,7 +34,8 @@ def parse_summary(text: str, *, loop: int = 0, backend: str = "", device: str = 
     """Parse an ais_bench "Performance Summary" from its printed output (both throughput formats)."""
     stats: dict[str, tuple[float, ...]] = {}
     for match in _STATS.finditer(text):
-        stats[match["name"]] = tuple(float(v) for v in match.groups()[1:])
+        name = "NPU_compute_time" if match["name"] == "compute_time" else match["name"]
+        stats[name] = tuple(float(v) for v in match.groups()[1:])
     throughput = _THROUGHPUT.search(text)
     if "NPU_compute_time" not in stats or throughput is None:
         raise ToolError(

@@ -189,10 +189,15 @@ def build_run(
     model: dict[str, Any],
     backend: dict[str, Any],
     options: dict[str, Any],
+    baseline: Any = None,
     started_at: Any = None,
     finished_at: Any = None,
 ) -> dict[str, Any]:
-    """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe())."""
+    """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe()).
+
+    ``baseline`` is the spec the run's report compares with (RecipeConfig.baseline: None, a preset, numbers or a
+    run id): kept in ``config`` (not part of ``config_key``) so that the results pages show the report's table.
+    """
     config = {
         "model_name": model["model_name"],
         "weights_id": weights_id(model),
@@ -203,6 +208,7 @@ def build_run(
         "synthetic_data": bool(inputs.get("synthetic_data")),
         "label_scheme": inputs.get("label_scheme"),
         **options,
+        "baseline": baseline,
     }
     return {
         "run_key": run_key,
@@ -250,6 +256,7 @@ def record_results(
         model=model,
         backend=backend_description,
         options=config.key_options,
+        baseline=config.baseline,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
     )
@@ -259,12 +266,15 @@ def record_results(
     store.record_run(run, rows)
     runs, batches = store.count_rows()
     log.info(
-        "Recorded run %s (%d batch sizes, status %s) in %s; the database now holds %d runs, %d batch results",
+        "Recorded run %s (%d batch size%s, status %s) in %s; the database now holds %d run%s, %d batch result%s",
         run_key,
         len(rows),
+        "" if len(rows) == 1 else "s",
         run["status"],
         store.describe(),
         runs,
+        "" if runs == 1 else "s",
         batches,
+        "" if batches == 1 else "s",
     )
     return {"run_key": run_key, "config_key": run["config_key"], "results_db": store.describe()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from .baseline import BASELINE_PRESETS, resolve_baseline
+from .errors import InputError
 from .report import best_batch_size, perf_table
 from .store import BATCH_FIELDS, RUN_FIELDS, BatchResult, ResultsStore, ValidationRun
 
@@ -198,19 +200,46 @@ def list_configs(session: Session) -> list[dict[str, Any]]:
     return configs
 
 
-def default_baseline(run: Mapping[str, Any]) -> str:
-    """The recipe's published numbers for the device the run used: 310P on Ascend, else the recipe's GPU."""
+def default_baseline(run: Mapping[str, Any]) -> Any:
+    """The baseline the run's own report used: the spec its configuration recorded ("none" when it had none).
+
+    A run recorded before the configuration kept it: the recipe's published numbers for the device it used
+    (310P on Ascend, else the recipe's GPU), what the page showed for such runs before.
+    """
+    config = run.get("config") or {}
+    if "baseline" in config:
+        return config["baseline"] if config["baseline"] not in (None, "") else "none"
     return "recipe-310p" if run.get("backend") == "ascend" else "recipe-gpu"
 
 
+def baseline_text(spec: Any) -> str:
+    """A baseline spec as the page's baseline field takes it: numbers as ``1:62,4:77``, else the text itself."""
+    if isinstance(spec, Mapping):
+        return ",".join(f"{k}:{v:g}" if isinstance(v, int | float) else f"{k}:{v}" for k, v in spec.items())
+    return "none" if spec is None else str(spec)
+
+
 def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None) -> dict[str, Any] | None:
-    """One run in full, with the recipe's table (throughput, baseline, ratio, best batch size); None if absent."""
+    """One run in full, with the recipe's table (throughput, baseline, ratio, best batch size); None if absent.
+
+    Without ``baseline`` the table compares with the run's own baseline (:func:`default_baseline`): the page
+    shows the same table as the run's report.md.
+    """
     run = store.get_run(run_key)
     if run is None:
         return None
     batches = sorted(run["batches"], key=lambda b: b["batch_size"])
     throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
-    label, numbers = resolve_baseline(store, (baseline or "").strip() or default_baseline(run))
+    own = default_baseline(run)
+    chosen = (baseline or "").strip()
+    spec: Any = chosen or own
+    try:
+        label, numbers = resolve_baseline(store, spec)
+    except InputError:
+        if chosen:
+            raise  # the user's choice: the caller says what is wrong with it
+        # The run's own baseline was a run id that is gone from the database: the table without it.
+        spec, (label, numbers) = "none", ("none", None)
     best = best_batch_size(throughput)
     rows = []
     for b in batches:
@@ -230,9 +259,12 @@ def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None
         "run": _jsonable({k: v for k, v in run.items() if k != "batches"}),
         "summary": summarize(run),
         "batches": _jsonable(batches),
+        "regression": regression_view(run.get("regression_details")),
         "perf": {
             "label": device_label,
             "baseline_label": label,
+            "baseline": baseline_text(spec),  # what the page's baseline field shows
+            "report_baseline": baseline_text(own),  # the run's own (report.md's) baseline
             "baseline_choices": [*BASELINE_PRESETS, "none"],
             "rows": rows,
             "best_batch_size": best,
@@ -241,6 +273,78 @@ def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None
             "markdown": perf_table(throughput, label=device_label, baseline=numbers, baseline_label=label),
         },
     }
+
+
+# The regression check's lines (twins_tasks.regression): "bs4 throughput: 10.60 -> 6.50 img/s (drop +38.7%, allowed
+# 10.0%; rounds 10.50-10.70 -> 6.40-6.60 img/s)", "bs1 top-1: 83.70% -> 82.00% (drop +1.70 pp, allowed 1.00 pp)",
+# "bs8: no previous result to compare with"; a re-measured suspect adds "; confirmed by a re-measurement: <line>".
+_CHECK_LINE = re.compile(r"^bs(?P<bs>\d+)(?: (?P<metric>[\w-]+))?: (?P<rest>.*)$", re.S)
+_OLD_NEW = re.compile(r"^(?P<old>\S+) -> (?P<new>\S+?)(?P<unit> img/s)? \((?P<how>[^()]*)\)(?P<then>.*)$", re.S)
+_NOISE_VERDICTS = {"ranges overlap: within noise": "ok: within noise", "faster beyond noise": "ok: faster"}
+
+
+def _check_row(line: str, verdict: str) -> dict[str, Any]:
+    """One line of the regression check -> what was compared, old and new value, the change, and the verdict."""
+    row: dict[str, Any] = {
+        "batch_size": None,
+        "metric": None,
+        "old": None,
+        "new": None,
+        "change": line,
+        "rounds": None,
+        "then": None,
+        "verdict": verdict,
+    }
+    match = _CHECK_LINE.match(line.strip())
+    if match is None:
+        return row  # a line of another format: shown whole
+    row["batch_size"], row["metric"] = int(match["bs"]), match["metric"]
+    values = _OLD_NEW.match(match["rest"])
+    if values is None:
+        row["change"] = match["rest"]
+        if verdict == "ok" and match["rest"].startswith("no previous result"):
+            row["verdict"] = "not compared"
+        return row
+    unit = values["unit"] or ""
+    row["old"], row["new"] = values["old"] + unit, values["new"] + unit
+    change, _, rounds = values["how"].partition("; rounds ")
+    row["change"] = change
+    if rounds:
+        rounds, comma, noise = rounds.partition(" img/s, ")
+        row["rounds"] = rounds + " img/s" if comma else rounds
+        if verdict == "ok" and noise in _NOISE_VERDICTS:
+            row["verdict"] = _NOISE_VERDICTS[noise]
+    then = values["then"].lstrip("; ").strip()
+    if then:
+        # The re-measurement repeats the line's "bsN throughput: " prefix: left out, the row says it.
+        row["then"] = re.sub(r": bs\d+ [\w-]+: ", ": ", then, count=1)
+        if "NOT confirmed" in then:
+            row["verdict"] = "ok: noise (re-measured)"
+        elif "confirmed" in then:
+            row["verdict"] = "regression (confirmed)"
+    return row
+
+
+def regression_view(details: Any) -> dict[str, Any] | None:
+    """A run's stored regression details, for people: per batch size and metric, old -> new and the verdict.
+
+    Details are the check's dict (status, compared_with, regressions, notes, incomplete); older records may
+    hold a list of lines or a text, shown as rows without a verdict or as the text.
+    """
+    if not details:
+        return None
+    if isinstance(details, str):
+        return {"status": None, "compared_with": None, "rows": [], "text": details}
+    if not isinstance(details, Mapping):
+        lines = details if isinstance(details, list | tuple) else [details]
+        return {"status": None, "compared_with": None, "rows": [_check_row(str(x), "") for x in lines], "text": None}
+    rows = [_check_row(str(x), "regression") for x in details.get("regressions") or []]
+    rows += [_check_row(str(x), "ok") for x in details.get("notes") or []]
+    for bs, error in (details.get("incomplete") or {}).items():
+        rows.append({**_check_row(f"bs{bs}: {error}", "no result"), "metric": "result"})
+    metric_order = {"top-1": 0, "throughput": 1}
+    rows.sort(key=lambda r: (r["batch_size"] is None, r["batch_size"] or 0, metric_order.get(r["metric"] or "", 2)))
+    return {"status": details.get("status"), "compared_with": details.get("compared_with"), "rows": rows, "text": None}
 
 
 def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[str, Any]:

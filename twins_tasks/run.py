@@ -14,7 +14,7 @@ from .files import create_run_dir
 from .preprocess.inputs import prepare_inputs
 from .recipe import RecipeConfig
 from .regression import regression_step
-from .report import write_report
+from .report import TERMINAL_WIDTH, write_report
 from .results import collect_rows, record_results
 from .steps import (
     chips_for_perf,
@@ -105,9 +105,9 @@ def run_recipe(
         rows=rows,
         started_at=started,
     )
-    report, report_path = write_report(store, run_key, config.baseline, plan["run_dir"])
-    print(report)
-    print(f"\nReport: {report_path}\nResults database: {store.describe()} (run {run_key})")
+    report = write_report(store, run_key, config.baseline, plan["run_dir"], text_width=TERMINAL_WIDTH)
+    print(report.text)  # aligned plain text for the terminal; report.md holds the markdown
+    print(f"\nReport: {report.path}\nResults database: {store.describe()} (run {run_key})")
     outcome = regression_step(store, config, plan, recorded, rows)
     print(outcome.text())
     return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}

@@ -82,13 +82,16 @@ class PerfResult:
         return asdict(self)
 
     def summary_lines(self) -> list[str]:
-        """The lines ais_bench prints (logger format ``[%(levelname)s] %(message)s``)."""
+        """The lines ais_bench prints (logger format ``[%(levelname)s] %(message)s``).
+
+        Verbatim for Ascend; another backend's timings are not an NPU's, so they are labelled ``compute_time``.
+        """
+        timing = "NPU_compute_time" if self.backend in ("", "ascend") else "compute_time"
         return [
             f"[INFO] {SUMMARY_RULE}",
-            f"[INFO] NPU_compute_time (ms): min = {self.min_ms}, max = {self.max_ms}, mean = {self.mean_ms}, "
+            f"[INFO] {timing} (ms): min = {self.min_ms}, max = {self.max_ms}, mean = {self.mean_ms}, "
             f"median = {self.median_ms}, percentile(99%) = {self.p99_ms}",
-            f"[INFO] throughput 1000*batchsize({self.batch_size})/NPU_compute_time.mean({self.mean_ms}): "
-            f"{self.throughput}",
+            f"[INFO] throughput 1000*batchsize({self.batch_size})/{timing}.mean({self.mean_ms}): {self.throughput}",
             f"[INFO] {END_RULE}",
         ]
 

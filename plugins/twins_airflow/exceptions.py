@@ -8,23 +8,30 @@
 - any other :class:`~twins_tasks.errors.TwinsError` (a tool failed, outputs missing, device busy):
   :class:`TwinsTaskError`, an ``AirflowException`` that keeps the tool's last lines, so retries apply.
 
-The exception is raised ``from None``: the task log shows the reader's message once, as the failure's own line,
-not a second chained traceback repeating it. Anything else is a bug and propagates unchanged, with its full
-traceback.
+A bad input's message comes first and whole: it is logged at ERROR before the exception is raised, so the task
+log shows it above Airflow's "Task failed with exception" and its traceback (a dozen frames of Airflow's own code,
+ending with the message again in one long line that the log pane cuts). The UI's log view does not wrap, its pane
+beside the graph shows about 35 characters past the line's time and level, and a message's further lines start
+under its first: a short first line says what failed, the message follows in short lines. (A tool's failure comes
+after the tool's own lines, which the log shows as they are printed.) The exception is raised ``from None``: no
+second, chained traceback repeats it. Anything else is a bug and propagates unchanged, with its full traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from twins_tasks.errors import InputError, ToolError, TwinsError
+from twins_tasks.report import wrap_text
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 class TwinsInputError(AirflowFailException):
@@ -46,6 +53,7 @@ def task_failures() -> Iterator[None]:
     try:
         yield
     except InputError as exc:
+        log.error("bad input (not retried):\n%s", wrap_text(str(exc)))
         raise TwinsInputError(f"bad input (not retried): {exc}") from None
     except ToolError as exc:
         raise TwinsTaskError(str(exc), lines=exc.lines, exit_code=exc.exit_code) from None

@@ -394,7 +394,7 @@ class OnnxRuntimeBackend(Backend):
         }
         write_json_atomic(Path(output) / f"{output_dirname}_summary.json", summary)
         log.info(
-            "NPU_compute_time (ms): mean %.2f over %d batches; throughput %.2f img/s (compute), %.2f img/s end to end",
+            "compute_time (ms): mean %.2f over %d batches; throughput %.2f img/s (compute), %.2f img/s end to end",
             stats["mean"],
             len(compute_ms),
             summary["throughput"],

@@ -7,7 +7,8 @@ the UI's ``_token`` cookie). The results store is a dependency too (:func:`resul
 one place (:func:`http_error`): JSON for the API, an error page otherwise. Pages are Jinja2 templates with
 autoescaping; data reaches the page's scripts as JSON in a ``<script type="application/json">`` element
 (``tojson`` escapes ``<``, ``>``, ``&`` and quotes), and a Content-Security-Policy allows scripts from this app
-only.
+only. A run the results database does not have (a DAG run that failed before ``record``) is looked up in Airflow
+itself (:mod:`twins_airflow.ui.airflow_runs`): its failed tasks, their errors and links to their logs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from twins_airflow.dag_names import BATCH_TASK_IDS, DAG_ID, RECORD_TASK_ID
+from twins_airflow.ui import airflow_runs
 from twins_tasks import results_views as views
 from twins_tasks.errors import InputError
 from twins_tasks.store import ResultsStore
@@ -218,14 +221,13 @@ def runs_page(
 
 
 @pages.get("/run", response_class=HTMLResponse)
-def run_page(
+async def run_page(
     request: Request, results: StoreDep, run_key: str, baseline: str | None = None, dag_id: str | None = None
 ) -> HTMLResponse:
-    data = run_or_none(results, run_key, baseline)
+    # The results database is synchronous: off the event loop, as FastAPI runs a plain `def` route.
+    data = await run_in_threadpool(run_or_none, results, run_key, baseline)
     if data is None:
-        # Opened from a DAG run that recorded nothing (another DAG, or the run failed before `record`): a page
-        # that says so, rather than the bare 404 of the error page.
-        return render(request, "no_run.html", status_code=404, run_key=run_key, dag_id=dag_id, nav="run")
+        return await no_results_page(request, run_key, dag_id)
     chart = {
         "kind": "run",
         "rows": data["perf"]["rows"],
@@ -236,6 +238,26 @@ def run_page(
         "batch_tasks": list(BATCH_TASK_IDS),
     }
     return render(request, "run.html", data=data, chart=chart, nav="run", batch_tasks=BATCH_TASK_IDS)
+
+
+async def no_results_page(request: Request, run_key: str, dag_id: str | None) -> HTMLResponse:
+    """A run the results database does not have: what Airflow knows of it (a run that failed before `record`:
+    which task failed, its error and a link to its log), 200; 404 when Airflow has no such DAG run either."""
+    lookup = airflow_runs.Lookup(None, problem="Airflow's API is not reachable from this app")
+    app = request.app.state.airflow_app()
+    if app is not None:
+        headers = airflow_runs.forwarded_credentials(request.headers, request.cookies)
+        lookup = await airflow_runs.lookup_run(app, headers, dag_id or DAG_ID, run_key)
+    return render(
+        request,
+        "no_run.html",
+        status_code=404 if lookup.run is None else 200,
+        run_key=run_key,
+        dag_id=dag_id or DAG_ID,
+        airflow_run=lookup.run,
+        problem=lookup.problem,
+        nav="run",
+    )
 
 
 @pages.get("/history", response_class=HTMLResponse)
@@ -280,11 +302,15 @@ def static(name: str) -> FileResponse:
 
 
 def create_app(
-    results_url: str | Callable[[], str] | None = None, *, user_dependency: Callable[..., Any] | None = None
+    results_url: str | Callable[[], str] | None = None,
+    *,
+    user_dependency: Callable[..., Any] | None = None,
+    airflow_app: airflow_runs.AirflowAppResolver = airflow_runs.running_airflow_app,
 ) -> FastAPI:
     """The app. ``results_url``: a SQLAlchemy URL or a function returning one (default: the Airflow
     Connection, see :func:`twins_airflow.hooks.results_url`). ``user_dependency`` replaces the Airflow login
-    check (benchmarks and unit tests only)."""
+    check (benchmarks and unit tests only). ``airflow_app`` returns the ASGI app whose ``/api/v2`` is asked
+    about DAG runs without results (default: the api-server this app is mounted in; None: not asked)."""
     resolve: Callable[[], str]
     if results_url is None:
         from twins_airflow import hooks  # Airflow's Connection lookup: imported only when the app uses it
@@ -304,6 +330,7 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.stores = StoreCache(resolve)
+    app.state.airflow_app = airflow_app
     if user_dependency is not None:
         app.dependency_overrides[require_user] = user_dependency
     app.middleware("http")(timing_and_headers)

@@ -31,6 +31,33 @@
     canvas.chart = chart;
   }
 
+  /* A run and its baseline can be an order of magnitude apart (a CPU's 3 img/s beside the recipe's GPU 62-77):
+   * on a linear axis the smaller bars are a few pixels high. Past LOG_SPREAD the axis is logarithmic, from the
+   * power of ten below the smallest bar, so every bar has a readable height; its title says so. */
+  var LOG_SPREAD = 10;
+
+  function runScale(values) {
+    var positive = values.filter(function (v) { return typeof v === "number" && v > 0; });
+    if (positive.length < 2) return null;
+    var low = Math.min.apply(null, positive), high = Math.max.apply(null, positive);
+    if (high / low < LOG_SPREAD) return null;
+    return {
+      type: "logarithmic",
+      min: Math.pow(10, Math.floor(Math.log10(low))),
+      title: { display: true, text: "img/s (log scale: bars differ up to " + Math.round(high / low) + "x)" },
+      // Labels at 1, 2 and 5 times a power of ten only: Chart.js labels every gridline, which crowd at the top,
+      // and skipping labels on its own it drops some of these too.
+      ticks: {
+        autoSkip: false,
+        callback: function (value) {
+          var mantissa = value / Math.pow(10, Math.floor(Math.log10(value) + 1e-9));
+          var round = [1, 2, 5].some(function (k) { return Math.abs(mantissa - k) < 1e-6; });
+          return round ? String(Number(value.toPrecision(3))) : "";
+        }
+      }
+    };
+  }
+
   function runChart(data) {
     var canvas = document.getElementById("chart");
     if (!canvas) return;
@@ -39,7 +66,18 @@
     if (data.baseline_label !== "none") {
       sets.push({ label: data.baseline_label, data: data.rows.map(function (r) { return r.baseline; }), backgroundColor: "#a0aec0" });
     }
-    markChart(canvas, new Chart(canvas, { type: "bar", data: { labels: labels, datasets: sets }, options: baseOptions("img/s") }));
+    var options = baseOptions("img/s");
+    var log = runScale(sets.reduce(function (all, set) { return all.concat(set.data); }, []));
+    if (log) options.scales.y = log;
+    options.plugins.tooltip = {
+      callbacks: {
+        afterBody: function (items) {
+          var r = data.rows[items[0].dataIndex];
+          return r.ratio === null || r.ratio === undefined ? [] : ["ratio " + r.ratio.toFixed(2) + " of " + data.baseline_label];
+        }
+      }
+    };
+    markChart(canvas, new Chart(canvas, { type: "bar", data: { labels: labels, datasets: sets }, options: options }));
     linkMappedTasks(data);
   }
 
@@ -156,6 +194,36 @@
     });
   }
 
+  /* Links into the Airflow UI (DAG run, task logs) are real <a href target="_top">: opened on their own, or in a
+   * new tab, they navigate as usual. Inside the Airflow UI this page is in an iframe sandboxed WITHOUT
+   * allow-top-navigation, so the browser refuses such a link ("Unsafe attempt to initiate navigation").
+   * The frame is same-origin (allow-same-origin), so instead of navigating the top window we move the UI's
+   * router there: push the URL onto the top window's history and tell React Router, which follows popstate,
+   * to render it. The state has React Router's shape ({usr, key, idx}), so Back returns here. */
+  function topRouter() {
+    if (window.top === window) return null; // not framed: the link's own navigation works
+    var frame = window.frameElement; // null when the parent is another origin
+    if (!frame) return null;
+    var sandbox = frame.getAttribute("sandbox");
+    if (sandbox === null || /(^|\s)allow-top-navigation(\s|$)/.test(sandbox)) return null;
+    return window.top;
+  }
+
+  function followInAirflow(event) {
+    if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    var link = event.target && event.target.closest ? event.target.closest('a[target="_top"][href]') : null;
+    if (!link) return;
+    var top = topRouter();
+    if (!top) return;
+    var url = new URL(link.href, document.baseURI);
+    if (url.origin !== top.location.origin) return;
+    event.preventDefault();
+    var state = top.history.state || {};
+    var idx = typeof state.idx === "number" ? state.idx + 1 : 0;
+    top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx }, "", url.pathname + url.search + url.hash);
+    top.dispatchEvent(new top.PopStateEvent("popstate", { state: top.history.state }));
+  }
+
   function start() {
     compareFromRuns();
     var data = readData();
@@ -165,6 +233,10 @@
     else if (data.kind === "compare") compareChart(data);
   }
 
+  // At once, not on DOMContentLoaded: the links are already there. The mark tells tests (and anyone looking)
+  // that a click now goes through followInAirflow.
+  document.addEventListener("click", followInAirflow);
+  body.setAttribute("data-links", "airflow-router");
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
