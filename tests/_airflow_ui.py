@@ -129,3 +129,14 @@ def browser_context(server: ApiServer, **options: Any) -> Iterator[Any]:
 def screenshot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A tab of the module's ``browser`` context; the test fails on any JavaScript error the page raised."""
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    tab.close()
+    assert not errors, f"JavaScript errors: {errors}"

@@ -30,6 +30,9 @@ os.environ.pop("TWINS_RESULTS_URL", None)
 
 REQUIRE_SERVICES = os.environ.get("TWINS_REQUIRE_SERVICES") == "1"
 
+# The browser tests' shared fixtures (a tab that fails its test on a JavaScript error).
+pytest_plugins = ["_airflow_ui"]
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)

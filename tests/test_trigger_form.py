@@ -86,16 +86,6 @@ def browser(server: ApiServer) -> Iterator[Any]:
         yield context
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    tab = browser.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    tab.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
 def _runs(server: ApiServer) -> list[dict[str, Any]]:
     response = httpx.get(
         f"{server.url}/api/v2/dags/{DAG_ID}/dagRuns",

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from _airflow_ui import CHROMIUM, require_chromium, unavailable
 
 from twins_tasks import results_views as views
 from twins_tasks.baseline import BASELINE_PRESETS
@@ -31,7 +32,6 @@ from twins_tasks.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "var" / "screenshots"
-CHROMIUM = os.environ.get("TWINS_CHROMIUM", "/usr/bin/chromium")
 DAG_ID = "twins_svt_l_validation"
 SOURCE = f"airflow:{DAG_ID}"
 # A CLI run name may be any text: it must show up as text, never run as script.
@@ -39,13 +39,6 @@ XSS_KEY = "<script>window.__xss = 1</script><img src=x onerror=window.__xss=2>cl
 NIGHTLY = [f"scheduled__2026-11-0{d}T02:00:00+00:00" for d in range(1, 6)]
 ORT_CONFIG = "cfg0ort0cpu00001"
 ASCEND_CONFIG = "cfg0ascend310p01"
-
-
-def _unavailable(reason: str) -> None:
-    """Skip locally; fail in CI (CI=true, or TWINS_REQUIRE_SERVICES=1 as scripts/test.sh sets it there)."""
-    if os.environ.get("CI") == "true" or os.environ.get("TWINS_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (CI requires it: scripts/browser.sh installs chromium)")
-    pytest.skip(reason)
 
 
 # --- seeded results ----------------------------------------------------------------------------------------
@@ -415,14 +408,14 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         deadline = time.monotonic() + 90
         while True:
             if server.poll() is not None:
-                _unavailable(f"airflow api-server exited with {server.returncode}: {log_path.read_text()[-1500:]}")
+                unavailable(f"airflow api-server exited with {server.returncode}: {log_path.read_text()[-1500:]}")
             try:
                 if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                _unavailable(f"airflow api-server did not answer on {url} within 90 s: {log_path.read_text()[-1500:]}")
+                unavailable(f"airflow api-server did not answer on {url} within 90 s: {log_path.read_text()[-1500:]}")
             time.sleep(0.5)
         login = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
         assert login.status_code in (200, 201), login.text
@@ -486,13 +479,7 @@ def test_json_through_the_api_server_is_the_database(airflow_ui: AirflowUI) -> N
 
 @pytest.fixture(scope="module")
 def chromium_ready() -> None:
-    """Checked before the api-server starts, so a machine without a browser skips at once."""
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"{CHROMIUM} is not installed: run scripts/browser.sh (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _unavailable("playwright is not installed: pip install the project's test extra (playwright)")
+    require_chromium()  # before the api-server starts, so a machine without a browser skips at once
 
 
 @pytest.fixture(scope="module")
@@ -503,23 +490,13 @@ def browser(chromium_ready: None, airflow_ui: AirflowUI) -> Iterator[Any]:
         try:
             chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         except Exception as exc:  # any launch failure means: no browser here
-            _unavailable(f"chromium at {CHROMIUM} does not start under playwright: {exc}")
+            unavailable(f"chromium at {CHROMIUM} does not start under playwright: {exc}")
         context = chromium.new_context(viewport={"width": 1440, "height": 1500})
         # The UI keeps its JWT in the _token cookie; pages in its iframes send it like any same-origin request.
         context.add_cookies([{"name": "_token", "value": airflow_ui.token, "url": airflow_ui.url}])
         yield context
         context.close()
         chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    tab = browser.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    tab.close()
-    assert not errors, f"JavaScript errors: {errors}"
 
 
 def _in_ui(page: Any, airflow_ui: AirflowUI, ui_path: str, wait_for: str) -> Any:
