@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from _airflow_ui import CHROMIUM, require_chromium, unavailable
+from _airflow_ui import ApiServer, api_server, browser_context, require_chromium
 
 from twins_tasks import results_views as views
 from twins_tasks.baseline import BASELINE_PRESETS
@@ -346,12 +344,6 @@ def test_results_database_is_the_connection_else_sqlite_in_airflow_home(
 # --- a real api-server ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class AirflowUI:
     """A running api-server with the plugin: its URL, an admin token and a DAG run of the validation DAG."""
 
@@ -375,56 +367,12 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     work = tmp_path_factory.mktemp("ui")
     results = ResultsStore(f"sqlite:///{work / 'twins_results.db'}")
     seed(results)
-    password = uuid.uuid4().hex
-    (work / "passwords.json").write_text(json.dumps({"admin": password}))
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-        "AIRFLOW_CONN_TWINS_RESULTS": results.url,
-        # This checkout's library and plugins first (the venv may hold another checkout's twins_tasks).
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
-    }
-    # The DAG must be in the metadata DB for a DAG run (and its page) to exist.
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-
-    port = _free_port()
-    log_path = work / "api-server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its uvicorn worker dies with it (process-group kill below)
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                unavailable(f"airflow api-server exited with {server.returncode}: {log_path.read_text()[-1500:]}")
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                unavailable(f"airflow api-server did not answer on {url} within 90 s: {log_path.read_text()[-1500:]}")
-            time.sleep(0.5)
-        login = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-        assert login.status_code in (200, 201), login.text
-        token = login.json()["access_token"]
+    with api_server(work, AIRFLOW_CONN_TWINS_RESULTS=results.url) as server:
         dag_run_id = f"manual__twins_ui_{uuid.uuid4().hex[:8]}"
         trigger = httpx.post(
-            f"{url}/api/v2/dags/{DAG_ID}/dagRuns",
+            f"{server.url}/api/v2/dags/{DAG_ID}/dagRuns",
             json={"dag_run_id": dag_run_id, "logical_date": None, "conf": {}},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {server.token}"},
             timeout=30,
         )
         assert trigger.status_code == 200, trigger.text
@@ -433,14 +381,7 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             _run(dag_run_id, ORT_CONFIG, started_at="2026-11-06T02:00:00+00:00"),
             _batches({1: 9.9, 4: 11.1, 8: 11.3}, top1=17.0),
         )
-        yield AirflowUI(url, token, results, dag_run_id)
-    finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        yield AirflowUI(server.url, server.token, results, dag_run_id)
 
 
 def test_plugin_is_listed_with_nav_and_dag_run_views(airflow_ui: AirflowUI) -> None:
@@ -484,19 +425,9 @@ def chromium_ready() -> None:
 
 @pytest.fixture(scope="module")
 def browser(chromium_ready: None, airflow_ui: AirflowUI) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        try:
-            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        except Exception as exc:  # any launch failure means: no browser here
-            unavailable(f"chromium at {CHROMIUM} does not start under playwright: {exc}")
-        context = chromium.new_context(viewport={"width": 1440, "height": 1500})
-        # The UI keeps its JWT in the _token cookie; pages in its iframes send it like any same-origin request.
-        context.add_cookies([{"name": "_token", "value": airflow_ui.token, "url": airflow_ui.url}])
+    # The UI keeps its JWT in the _token cookie; pages in its iframes send it like any same-origin request.
+    with browser_context(ApiServer(airflow_ui.url, airflow_ui.token)) as context:
         yield context
-        context.close()
-        chromium.close()
 
 
 def _in_ui(page: Any, airflow_ui: AirflowUI, ui_path: str, wait_for: str) -> Any:
