@@ -71,6 +71,13 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture
+def fresh_postgres_url():
+    """A database of the test's own (the session's one holds other tests' rows), dropped afterwards."""
+    with fresh_postgres_database("twins_fresh") as name:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh database on the local PostgreSQL server for the session's tests, dropped afterwards."""

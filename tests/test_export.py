@@ -363,3 +363,15 @@ def test_cached_export_on_a_full_disk_names_the_cache(small_disk):
     with pytest.raises(InputError, match=rf"no space left on {small_disk} .*use another --work_dir"):
         prepare_model(small_disk, model_name=SMALL, random_init=True)
     assert list((small_disk / "onnx").iterdir()) == []  # the temp folder went with the failure
+
+
+def test_checkpoint_folder_is_called_a_folder(tmp_path):
+    from twins_tasks.export import prepare_model
+
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {tmp_path} is not a file but a folder: pass")):
+        load_checkpoint(torch.nn.Linear(1, 1), tmp_path)  # refused before anything is loaded
+    with pytest.raises(InputError) as refused:
+        prepare_model(tmp_path / "cache", resume=str(tmp_path))
+    message = str(refused.value)
+    assert message.startswith(f"checkpoint {tmp_path} is a folder, not a checkpoint file: pass the .pth file itself")
+    assert "does not exist" not in message and not (tmp_path / "cache").exists()

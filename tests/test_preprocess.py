@@ -511,3 +511,14 @@ def test_disk_full_in_the_cache_says_which_work_dir(sample, small_disk):
 
     with pytest.raises(InputError, match=rf"no space left on {small_disk}/cache/bins/\w+ .*use another --work_dir"):
         prepare_inputs(sample, small_disk / "cache", workers=1)
+
+
+def test_empty_root_path_is_refused_not_the_current_folder(sample, tmp_path, run_cli, capsys, monkeypatch):
+    monkeypatch.chdir(sample)  # the current folder is a valid dataset: '' must not silently mean it
+    assert run_cli(["preprocess", "--root_path", "", "--bin_path", str(tmp_path / "bins")]) == 2
+    assert "no dataset folder given" in capsys.readouterr().err
+    record = tmp_path / "record.json"
+    args = ["prepare-inputs", "--root_path", "", "--cache-dir", str(tmp_path / "cache"), "--record", str(record)]
+    assert run_cli(args) == 2
+    assert "no dataset folder given" in capsys.readouterr().err
+    assert not record.exists() and not (tmp_path / "cache" / "bins").exists()

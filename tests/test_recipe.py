@@ -177,3 +177,12 @@ def test_skipped_images_reach_the_run_record():
     )
     assert run["num_skipped"] == 1 and run["skipped_images"] == ["n01440764/a.JPEG"]
     assert run["config"]["label_scheme"] == "imagenet"
+
+
+def test_check_paths_says_a_checkpoint_folder_is_a_folder(tmp_path):
+    config = RecipeConfig(dataset_path=str(tmp_path), checkpoint=str(tmp_path))
+    with pytest.raises(InputError) as refused:
+        config.check_paths()
+    message = str(refused.value)
+    assert message.startswith(f"checkpoint {tmp_path} is a folder, not a checkpoint file: pass the .pth file itself")
+    assert "--resume" in message and "'Checkpoint' Param" in message and "does not exist" not in message

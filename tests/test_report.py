@@ -160,3 +160,27 @@ def test_render_flags_position_labels():
     run = {"run_key": "r", "backend": "onnxruntime", "config": {"label_scheme": "folder-position"}}
     assert "- NOTE: labels are positions among the sorted class folders" in render(run, [])
     assert "labels are" not in render({**run, "config": {"label_scheme": "imagenet"}}, [])
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("1:5,1:7", "lists batch size 1 twice"),
+        ('{"1": 5, "1": 7}', "lists batch size 1 twice"),
+        ({"1": 5, 1: 7}, "lists batch size 1 twice"),
+        ("0:5", "batch size 0 is out of range (use 1 to 256)"),
+        ("257:5", "batch size 257 is out of range (use 1 to 256)"),
+        ({"0": 5}, "batch size 0 is out of range (use 1 to 256)"),
+        ("1:nan", "throughputs must be positive finite img/s numbers"),
+        ("1:inf", "throughputs must be positive finite img/s numbers"),
+        ('{"1": NaN}', "throughputs must be positive finite img/s numbers"),
+        ({"1": float("nan")}, "throughputs must be positive finite img/s numbers"),
+        ("1:-3", "throughputs must be positive finite img/s numbers"),
+    ],
+)
+def test_baseline_numbers_refuse_repeats_out_of_range_and_non_finite(spec, problem):
+    with pytest.raises(InputError) as refused:
+        parse_baseline_numbers(spec)
+    message = str(refused.value)
+    assert message.startswith(f"baseline {spec!r}") and problem in message
+    assert "each batch size once: '1:62,4:77'" in message  # what to write instead

@@ -75,8 +75,9 @@ def test_default_url(monkeypatch, tmp_path):
 
 
 @pytest.mark.postgres
-def test_postgres_store(postgres_url):
-    store = ResultsStore(postgres_url)
+def test_postgres_store(fresh_postgres_url):
+    # A database of its own: _exercise counts rows from an empty database, whatever other tests recorded.
+    store = ResultsStore(fresh_postgres_url)
     assert store.engine.dialect.name == "postgresql"
     _exercise(store)
 
@@ -112,3 +113,49 @@ def test_sqlite_file_in_a_missing_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputError, match=r"cannot open the results database .*missing/r\.db: unable to open"):
         ResultsStore(f"sqlite:///{tmp_path}/missing/r.db")
+
+
+def test_password_with_an_at_sign_never_appears():
+    # Issue 17 item 6: an unencoded "@" in the password used to split it ("u:***@PW9@host", and the driver's
+    # "failed to resolve host 'PW9@…'"). The host cannot hold an "@", so the last one ends the password.
+    from twins_tasks.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        ResultsStore("postgresql://u:s3cr@tPW9@127.0.0.1:1/db")
+    message = str(info.value)
+    assert "s3cr" not in message and "tPW9" not in message
+    assert "postgresql+psycopg" in message and "://u:***@127.0.0.1:1/db" in message
+
+
+def test_driver_error_text_never_carries_the_password():
+    from sqlalchemy.exc import DBAPIError
+
+    from twins_tasks.store import _reason
+
+    url = "postgresql://u:s3cr@tPW9@h/db"
+    exc = DBAPIError("SELECT 1", {}, Exception("could not connect: bad dsn 'password=s3cr@tPW9 host=h'"))
+    reason = _reason(exc, url)
+    assert "s3cr" not in reason and "tPW9" not in reason and "could not connect" in reason
+    # Percent-encoded in the URL, the driver may still quote it decoded (or as written): both are hidden.
+    exc = DBAPIError("SELECT 1", {}, Exception("x s3cr%40t%2FPW9 y s3cr@t/PW9"))
+    reason = _reason(exc, "postgresql://u:s3cr%40t%2FPW9@h/db")
+    assert "s3cr" not in reason and "PW9" not in reason
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://u:s3cret@db.example:notaport/db", "://u:***@db.example:notaport/db"),
+        ("postgresql://u:s3cret@[::1/db", "://u:***@[::1/db"),
+    ],
+)
+def test_url_with_a_bad_port_or_unclosed_ipv6_bracket_is_an_input_error(url, shown):
+    # Issue 17 item 8: was a ValueError traceback (and retries in the DAG, a 500 in the UI).
+    from twins_tasks.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        ResultsStore(url)
+    message = str(info.value)
+    assert "results database URL postgresql+psycopg" in message and shown in message
+    assert "s3cret" not in message
+    assert "port must be a number" in message and "[::1]" in message and "TWINS_RESULTS_URL" in message

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import fresh_postgres_database
 
 from twins_tasks.errors import InputError
 from twins_tasks.migrations import BASE_REVISION
@@ -184,13 +183,6 @@ def _assert_upgraded_keeping_rows(url: str) -> None:
 
 def test_sqlite_database_of_the_first_release_is_upgraded_keeping_every_row(tmp_path):
     _assert_upgraded_keeping_rows(f"sqlite:///{tmp_path / 'old.db'}")
-
-
-@pytest.fixture
-def fresh_postgres_url():
-    """A database of its own (the session's one holds other tests' tables)."""
-    with fresh_postgres_database("twins_mig") as name:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 @pytest.mark.postgres
@@ -393,3 +385,17 @@ def test_processes_opening_one_postgres_database_at_once_all_succeed(fresh_postg
     _fill_first_release(fresh_postgres_url)
     assert _open_concurrently(fresh_postgres_url) == [head_revision()] * 4
     assert ResultsStore(fresh_postgres_url).count_rows() == (3, 5)
+
+
+@pytest.mark.parametrize("extra", [[], ["--upgrade"], ["--run", "r1"]])
+def test_results_command_refuses_a_missing_sqlite_file(tmp_path, capsys, extra):
+    # Issue 17 item 16: a typo in --url used to create (and list) an empty database.
+    from twins_tasks.cli import main
+
+    path = tmp_path / "typo.db"
+    assert main(["results", "--url", f"sqlite:///{path}", *extra]) == 2
+    assert f"no results database at {path}; check --url, or run `twins run` first" in capsys.readouterr().err
+    assert not path.exists()
+    # `twins run` and the DAG open the store directly: a new database is still created there.
+    ResultsStore(f"sqlite:///{path}").engine.dispose()
+    assert main(["results", "--url", f"sqlite:///{path}"]) == 0

@@ -976,3 +976,68 @@ def test_run_chart_shows_a_cpu_run_beside_the_gpu_baseline(page: Any, airflow_ui
         with Session(airflow_ui.store.engine) as session:
             session.delete(session.scalars(select(ValidationRun).where(ValidationRun.run_key == key)).one())
             session.commit()
+
+
+# --- issue 17: no schema without a login, page parameters in range, the configuration filter bounded ----------
+
+
+def test_openapi_schema_needs_a_login_like_every_route(client, store: ResultsStore) -> None:
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    anonymous = TestClient(create_app(store.url))
+    response = anonymous.get("/api/openapi.json")
+    assert response.status_code == 401 and response.json() == {"detail": "Not authenticated"}
+    for path in ["/openapi.json", "/docs", "/redoc", "/api/docs"]:
+        assert anonymous.get(path).status_code in (401, 404), path
+    schema = client.get("/api/openapi.json").json()
+    assert {"/api/runs", "/api/run", "/api/history", "/api/compare"} <= set(schema["paths"])
+    assert "/api/openapi.json" not in schema["paths"]
+
+
+def test_out_of_range_page_parameters_are_named_not_a_500(client, store: ResultsStore) -> None:
+    huge = "99999999999999999999"
+    for path, params, name, words in [
+        ("/api/runs", {"offset": huge}, "offset", f"less than or equal to {views.MAX_OFFSET}"),
+        ("/api/runs", {"offset": -1}, "offset", "greater than or equal to 0"),
+        ("/api/runs", {"limit": huge}, "limit", f"less than or equal to {views.MAX_PAGE}"),
+        ("/api/history", {"config_key": ORT_CONFIG, "limit": huge}, "limit", f"or equal to {views.MAX_HISTORY}"),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text[:300])
+        [problem] = response.json()["detail"]
+        assert problem["loc"] == ["query", name] and words in problem["msg"], problem
+    for path, params, words in [
+        ("/", {"offset": huge}, f"offset: Input should be less than or equal to {views.MAX_OFFSET}"),
+        ("/", {"limit": "many"}, "limit: Input should be a valid integer"),
+        (
+            "/history",
+            {"config_key": ORT_CONFIG, "limit": huge},
+            f"limit: Input should be less than or equal to {views.MAX_HISTORY}",
+        ),
+    ]:
+        page = client.get(path, params=params)
+        assert page.status_code == 422 and words in page.text and "text/html" in page.headers["content-type"], path
+    assert views.list_runs(store, offset=int(huge))["runs"] == []
+
+
+def test_configuration_filter_lists_the_newest_configurations_and_the_selected_one(client, store: ResultsStore) -> None:
+    many = [f"cfg-many-{i:03d}" for i in range(200)]
+    for key in many:
+        store.record_run(_run(f"run-{key}", key), _batches({1: 1.0}))
+    response = client.get("/api/runs", params={"limit": 1})
+    data = response.json()
+    assert data["configs_total"] == 202 and data["all_runs"] == 206 and data["total"] == 206
+    assert [c["config_key"] for c in data["configs"]] == many[::-1][: views.MAX_CONFIGS]
+    assert len(response.content) < 20_000, len(response.content)  # every configuration: over 30 kB
+    # An older configuration, when selected, is listed too (last), with its runs.
+    data = client.get("/api/runs", params={"config_key": ORT_CONFIG, "limit": 1}).json()
+    assert len(data["configs"]) == views.MAX_CONFIGS + 1 and data["total"] == 5
+    assert data["configs"][-1]["config_key"] == ORT_CONFIG and data["configs"][-1]["runs"] == 5
+    page = client.get("/", params={"config_key": ORT_CONFIG}).text
+    assert f'<option value="{ORT_CONFIG}" selected>' in page and "all configurations (206 runs)" in page
+    assert page.count("<option ") == 1 + views.MAX_CONFIGS + 1 + 1
+    assert "151 more (older) configurations" in page
+    # The history page's label is the configuration's, whatever its age.
+    assert "onnxruntime · random weights" in client.get("/history", params={"config_key": ORT_CONFIG}).text

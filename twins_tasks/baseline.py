@@ -4,9 +4,11 @@ size, or another recorded run. One resolution for the report, ``twins run``, the
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .constants import MAX_BATCH_SIZE, MIN_BATCH_SIZE
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -19,8 +21,46 @@ BASELINE_PRESETS: dict[str, dict[int, float]] = {
 }
 
 
+# What to write instead, ending every refusal of baseline numbers.
+_NUMBERS_HINT = """write one img/s number per batch size, each batch size once: '1:62,4:77' or {"1": 62, "4": 77}"""
+
+
+def _checked_numbers(shown: str, pairs: list[tuple[Any, Any]]) -> dict[int, float]:
+    """{batch size: img/s} from (key, value) pairs: batch sizes 1..256, each once; img/s finite and positive."""
+    numbers: dict[int, float] = {}
+    for key, value in pairs:
+        try:
+            # bools and floats are not batch sizes (int(True) == 1, int(1.5) == 1 would pass silently)
+            if isinstance(key, bool | float):
+                raise ValueError(key)
+            batch_size = int(str(key).strip())
+            throughput = float(value)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"baseline {shown}: keys must be batch sizes and values img/s numbers ({exc}): {_NUMBERS_HINT}"
+            ) from exc
+        if not MIN_BATCH_SIZE <= batch_size <= MAX_BATCH_SIZE:
+            raise InputError(
+                f"baseline {shown}: batch size {batch_size} is out of range "
+                f"(use {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE}): {_NUMBERS_HINT}"
+            )
+        if batch_size in numbers:
+            raise InputError(f"baseline {shown} lists batch size {batch_size} twice: {_NUMBERS_HINT}")
+        # nan passes `<= 0`, and inf would make every ratio 0: both are refused with the non-positive numbers
+        if not math.isfinite(throughput) or throughput <= 0:
+            raise InputError(
+                f"baseline {shown}: throughputs must be positive finite img/s numbers, "
+                f"got {value!r} for batch size {batch_size}: {_NUMBERS_HINT}"
+            )
+        numbers[batch_size] = throughput
+    return numbers
+
+
 def parse_baseline_numbers(spec: Any) -> dict[int, float] | None:
-    """``{"1": 62.0, "4": 77.0}`` / ``"1:62,4:77"`` / a preset name -> {batch size: img/s}; else None."""
+    """``{"1": 62.0, "4": 77.0}`` / ``"1:62,4:77"`` / a preset name -> {batch size: img/s}; else None.
+
+    Numbers are checked whatever the form: batch sizes 1..256 listed once, img/s finite and positive.
+    """
     if spec is None or spec == "" or (isinstance(spec, str) and spec.lower() == "none"):
         return None
     if isinstance(spec, str) and spec in BASELINE_PRESETS:
@@ -28,22 +68,17 @@ def parse_baseline_numbers(spec: Any) -> dict[int, float] | None:
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
-            spec = json.loads(text)
-        elif ":" in text and all(part.count(":") == 1 for part in text.split(",")):
             try:
-                spec = {int(k): float(v) for k, v in (part.split(":") for part in text.split(","))}
-            except ValueError as exc:
-                raise InputError(f"baseline {text!r}: expected 'bs:img_per_s,…' e.g. '1:62,4:77' ({exc})") from exc
-        else:
-            return None  # not numbers: a previous run id, resolved by the caller against the results DB
+                # as (key, value) pairs: json.loads would keep the last of a batch size given twice, silently
+                pairs = json.loads(text, object_pairs_hook=list)
+            except ValueError as exc:  # JSONDecodeError
+                raise InputError(f"baseline {text!r} is not valid JSON ({exc}): {_NUMBERS_HINT}") from exc
+            return _checked_numbers(repr(text), pairs)
+        if ":" in text and all(part.count(":") == 1 for part in text.split(",")):
+            return _checked_numbers(repr(text), [(k, v) for k, v in (part.split(":") for part in text.split(","))])
+        return None  # not numbers: a previous run id, resolved by the caller against the results DB
     if isinstance(spec, Mapping):
-        try:
-            numbers = {int(k): float(v) for k, v in spec.items()}
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"baseline {spec!r}: keys must be batch sizes and values img/s numbers") from exc
-        if any(v <= 0 for v in numbers.values()):
-            raise InputError(f"baseline {spec!r}: throughputs must be positive")
-        return numbers
+        return _checked_numbers(repr(spec), list(spec.items()))
     raise InputError(
         f"baseline {spec!r}: use none, a previous run id, a preset "
         f'({", ".join(BASELINE_PRESETS)}) or numbers per batch size like {{"1": 62.0}}'

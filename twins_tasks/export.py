@@ -139,6 +139,11 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist: pass --resume the .pth file of the weights "
             "(e.g. alt_gvt_large.pth), or --random-init --seed S for an untrained model"
         )
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is not a file but a folder: pass --resume the .pth file itself, "
+            f"e.g. {path / 'alt_gvt_large.pth'}"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file: pass --resume the .pth file itself")
     try:
@@ -521,6 +526,11 @@ def prepare_model(
     resume = resume or None  # an empty Param means no checkpoint
     check_weights_choice(resume, random_init)
     if resume:
+        if Path(resume).is_dir():
+            raise InputError(
+                f"checkpoint {resume} is a folder, not a checkpoint file: pass the .pth file itself "
+                f"(--resume, or the DAG's 'Checkpoint' Param), e.g. {Path(resume) / 'alt_gvt_large.pth'}"
+            )
         if not Path(resume).is_file():
             raise InputError(
                 f"checkpoint {resume} does not exist: pass the path of alt_gvt_large.pth "

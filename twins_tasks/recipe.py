@@ -116,6 +116,12 @@ class RecipeConfig:
 
     def check_paths(self) -> None:
         """The dataset folder and the checkpoint exist here (the DAG runs this on the worker, not the scheduler)."""
+        if self.checkpoint and Path(self.checkpoint).is_dir():
+            # a folder exists, so "does not exist" would send the user looking in the wrong place
+            raise InputError(
+                f"checkpoint {self.checkpoint} is a folder, not a checkpoint file: pass the .pth file itself "
+                f"(--resume, or the DAG's 'Checkpoint' Param), e.g. {Path(self.checkpoint) / 'alt_gvt_large.pth'}"
+            )
         if self.checkpoint and not Path(self.checkpoint).is_file():
             raise InputError(
                 f"checkpoint {self.checkpoint} does not exist on this host: fix the checkpoint path "

@@ -57,6 +57,11 @@ COMPARED_RUN_FIELDS = (
 )
 MAX_PAGE = 500
 MAX_HISTORY = 1000
+# Largest page offset accepted: far beyond any results database, and within every database's integer range (an
+# offset past SQLite's 64-bit integers was a 500).
+MAX_OFFSET = 1_000_000_000
+# The runs page's configuration filter lists this many configurations (the newest) plus the selected one.
+MAX_CONFIGS = 50
 
 
 def iso(value: Any) -> str | None:
@@ -147,9 +152,10 @@ def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
 def list_runs(
     store: ResultsStore, *, config_key: str | None = None, limit: int = 50, offset: int = 0
 ) -> dict[str, Any]:
-    """Runs, newest first (optionally of one configuration), one page; plus the configurations to filter by."""
+    """Runs, newest first (optionally of one configuration), one page; plus the configurations to filter by (the
+    newest :data:`MAX_CONFIGS` and the selected one, see :func:`list_configs`)."""
     limit = max(1, min(int(limit), MAX_PAGE))
-    offset = max(0, int(offset))
+    offset = max(0, min(int(offset), MAX_OFFSET))
     query = select(ValidationRun).options(selectinload(ValidationRun.batches))
     count = select(func.count()).select_from(ValidationRun)
     if config_key:
@@ -160,44 +166,54 @@ def list_runs(
         rows = session.scalars(query).all()
         total = session.scalar(count) or 0
         runs = [summarize(_run_dict(r)) for r in rows]
-        configs = list_configs(session)
+        configs = list_configs(session, selected=config_key)
     return {
         "runs": runs,
         "total": total,
         "limit": limit,
         "offset": offset,
         "config_key": config_key,
-        "configs": configs,
+        **configs,
     }
 
 
-def list_configs(session: Session) -> list[dict[str, Any]]:
-    """Every configuration with its number of runs and a label (backend, SoC, weights) from its latest run."""
-    latest = (
+def list_configs(session: Session, *, selected: str | None = None, limit: int = MAX_CONFIGS) -> dict[str, Any]:
+    """The ``limit`` configurations with the most recent runs, plus ``selected`` when it is not among them, each
+    with its number of runs and a label (backend, SoC, weights) from its latest run; newest first. Bounded: a
+    database with thousands of configurations must not make every page and response that big.
+
+    Returns ``configs``, ``configs_total`` (every configuration) and ``all_runs`` (runs of every configuration).
+    """
+    grouped = (
         select(
             ValidationRun.config_key,
             func.count(ValidationRun.id).label("runs"),
             func.max(ValidationRun.id).label("latest_id"),
+            func.max(ValidationRun.recorded_at).label("latest"),
         )
         .group_by(ValidationRun.config_key)
         .subquery()
     )
-    query = select(
-        latest.c.config_key,
-        latest.c.runs,
+    columns = select(
+        grouped.c.config_key,
+        grouped.c.runs,
+        grouped.c.latest,
         ValidationRun.backend,
         ValidationRun.soc_version,
         ValidationRun.random_init,
         ValidationRun.checkpoint_sha256,
-        ValidationRun.recorded_at,
-    ).join(ValidationRun, ValidationRun.id == latest.c.latest_id)
+    ).join(ValidationRun, ValidationRun.id == grouped.c.latest_id)
+    newest = columns.order_by(grouped.c.latest.desc(), grouped.c.latest_id.desc())
+    rows = list(session.execute(newest.limit(limit))) if limit > 0 else []
+    if selected and all(r.config_key != selected for r in rows):
+        rows += session.execute(columns.where(grouped.c.config_key == selected)).all()
+    configs_total, all_runs = session.execute(select(func.count(), func.sum(grouped.c.runs)).select_from(grouped)).one()
     configs = []
-    for key, runs, backend, soc, random_init, sha, recorded in session.execute(query):
+    for key, runs, recorded, backend, soc, random_init, sha in rows:
         weights = weights_label({"random_init": random_init, "checkpoint_sha256": sha})
         label = " · ".join(str(p) for p in (backend, soc, weights) if p)
         configs.append({"config_key": key, "runs": runs, "label": label, "latest": iso(recorded)})
-    configs.sort(key=lambda c: c["latest"] or "", reverse=True)  # ISO strings in UTC sort like the times
-    return configs
+    return {"configs": configs, "configs_total": configs_total or 0, "all_runs": int(all_runs or 0)}
 
 
 def default_baseline(run: Mapping[str, Any]) -> Any:
@@ -378,7 +394,8 @@ def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[s
             for b in session.execute(select(*batch_columns).where(BatchResult.run_id.in_(ids))):
                 per_run[b.run_id].append(b)
         total = session.scalar(select(func.count()).where(ValidationRun.config_key == config_key)) or 0
-        label = next((c["label"] for c in list_configs(session) if c["config_key"] == config_key), config_key)
+        this = list_configs(session, selected=config_key, limit=0)["configs"]
+        label = this[0]["label"] if this else config_key
     reference = store.last_successful(config_key)
     reference_key = reference["run_key"] if reference else None
     sizes: set[int] = set()

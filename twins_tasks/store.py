@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,20 @@ def default_url(home: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(home or '.').resolve() / DEFAULT_SQLITE_NAME}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database, an in-memory one, or a URL that does not parse."""
+    try:
+        parsed = make_url(_normalized(url))
+    except Exception:  # ResultsStore says what is wrong with it
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("mode") == "memory":
+        return None
+    database = parsed.database or ""
+    if database.startswith("file:"):  # sqlite:///file:<path>?mode=ro&uri=true
+        database = database.removeprefix("file:")
+    return Path(database) if database and database != ":memory:" else None
+
+
 def _with_driver(url: str) -> str:
     """Airflow renders PostgreSQL Connections as ``postgres://``/``postgresql://``; SQLAlchemy 2.1 maps a bare
     ``postgresql://`` to psycopg 3. Use whichever driver is installed (psycopg2 ships with the project)."""
@@ -157,13 +172,63 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(scheme, userinfo, host and the rest)`` of a URL with a ``user[:password]@`` part, else None.
+
+    A host never holds an ``@``, so the userinfo ends at the first ``@`` after which the host has none: a
+    password with an unencoded ``@`` stays whole (SQLAlchemy alone ends it at its first ``@`` and takes the
+    rest of the password for the host, which then shows up in messages).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or rest.startswith("/"):  # sqlite:///path: no authority, an "@" there is part of the path
+        return None
+    at = rest.find("@")
+    while at != -1:
+        if "@" not in re.split(r"[/?]", rest[at + 1 :], maxsplit=1)[0]:
+            return scheme, rest[:at], rest[at + 1 :]
+        at = rest.find("@", at + 1)
+    return None
+
+
+def _normalized(url: str) -> str:
+    """The URL with any ``@`` of its userinfo percent-encoded, so that SQLAlchemy parses the password whole."""
+    parts = _split_userinfo(url)
+    if parts is None or "@" not in parts[1]:
+        return url
+    scheme, userinfo, rest = parts
+    return f"{scheme}://{userinfo.replace('@', '%40')}@{rest}"
+
+
+def _passwords(url: str) -> list[str]:
+    """The password as written in the URL and as decoded, longest first: the texts messages must never hold."""
+    found = set()
+    parts = _split_userinfo(url)
+    if parts is not None and ":" in parts[1]:
+        found.add(parts[1].partition(":")[2])
+    with contextlib.suppress(Exception):  # a URL that does not parse: the written form is all there is
+        found.add(make_url(url).password or "")
+    return sorted((p for p in found if p), key=len, reverse=True)
+
+
+def _hide(message: str, url: str) -> str:
+    """``message`` with the URL's password replaced by ``***`` wherever it appears (e.g. in a driver's error)."""
+    for password in _passwords(url):
+        message = message.replace(password, "***")
+    return message
+
+
 def _shown(url: str) -> str:
     """The URL for messages, password hidden even when the URL does not parse."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        scheme, sep, _ = url.partition("://")
-        return f"{scheme}://..." if sep else "(not a URL)"
+        parts = _split_userinfo(url)
+        if parts is not None:  # e.g. a port that is not a number: show the rest, never the password
+            scheme, userinfo, rest = parts
+            user = userinfo.partition(":")[0]
+            return f"{scheme}://{user}:***@{rest}"
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}://{rest}" if sep else "(not a URL)"  # no "@": no password in it
 
 
 def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
@@ -178,9 +243,11 @@ def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
     return f"{prefix}__{now:%Y%m%dT%H%M%S}_{secrets.token_hex(6)}"
 
 
-def _reason(exc: DBAPIError) -> str:
-    """The driver's first line (e.g. 'attempt to write a readonly database'), without SQLAlchemy's SQL dump."""
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+def _reason(exc: DBAPIError, url: str) -> str:
+    """The driver's first line (e.g. 'attempt to write a readonly database'), without SQLAlchemy's SQL dump,
+    and without the password of ``url`` should the driver quote it."""
+    lines = str(exc.orig).strip().splitlines() if exc.orig else []
+    return _hide(lines[0] if lines else str(exc), url)
 
 
 def _alembic_config(connection: Any = None) -> Any:
@@ -210,7 +277,7 @@ class ResultsStore:
     """Record and query validation results. The schema is created on first use."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = _with_driver(url or default_url())
+        self.url = _with_driver(_normalized(url or default_url()))
         where = (
             f"(from --results-url, ${URL_ENV} or the Airflow Connection twins_results; e.g. "
             f"sqlite:////abs/path/{DEFAULT_SQLITE_NAME} or postgresql://user:password@host:5432/db)"
@@ -218,7 +285,15 @@ class ResultsStore:
         try:
             self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise InputError(f"results database URL {_shown(self.url)} is not usable: {exc} {where}") from exc
+            raise InputError(
+                f"results database URL {_shown(self.url)} is not usable: {_hide(str(exc), self.url)} {where}"
+            ) from exc
+        except ValueError as exc:  # make_url's int(port): ":notaport", or an IPv6 host without its "]"
+            raise InputError(
+                f"results database URL {_shown(self.url)} is not usable: its host and port do not parse (the "
+                f"port must be a number, and an IPv6 host needs both brackets, as in "
+                f"postgresql://user:password@[::1]:5432/db) {where}"
+            ) from exc
         self._where = where
         # (from, to) when this open changed the schema; from is None for a database created just now.
         self.schema_change: tuple[str | None, str] | None = None
@@ -229,7 +304,7 @@ class ResultsStore:
             if not isinstance(exc, DBAPIError):  # server down, wrong credentials, SQLite file in a missing folder
                 raise
             raise InputError(
-                f"cannot open the results database {self.describe()}: {_reason(exc)}. Check the URL "
+                f"cannot open the results database {self.describe()}: {_reason(exc, self.url)}. Check the URL "
                 f"{where} and that the database server is running and reachable (and, for SQLite, that "
                 f"the file and its folder are writable)"
             ) from exc
@@ -327,7 +402,7 @@ class ResultsStore:
                 transaction.rollback()
         except DBAPIError as exc:
             raise InputError(
-                f"the results database {self.describe()} cannot be written: {_reason(exc)}. Nothing was "
+                f"the results database {self.describe()} cannot be written: {_reason(exc, self.url)}. Nothing was "
                 f"computed yet. Make it writable (for SQLite the file AND its folder: SQLite writes a journal "
                 f"beside the file; for a server, the role's INSERT rights), or give a writable database "
                 f"{self._where}"

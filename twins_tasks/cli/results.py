@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import InputError
-from ..store import DEFAULT_SQLITE_NAME, URL_ENV, ResultsStore, head_revision
+from ..store import DEFAULT_SQLITE_NAME, URL_ENV, ResultsStore, default_url, head_revision, sqlite_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    store = ResultsStore(args.url)
+    url = args.url or default_url()
+    path = sqlite_file(url)
+    # Opening a SQLite URL creates the file: for `twins run` that is wanted, here a typo would list (or
+    # "upgrade") an empty database that nothing will ever use.
+    if path is not None and not path.exists():
+        raise InputError(f"no results database at {path}; check --url, or run `twins run` first")
+    store = ResultsStore(url)
     if args.upgrade:
         if store.schema_change is None:
             print(f"results database {store.describe()}: schema already at revision {head_revision()}")

@@ -80,6 +80,12 @@ def check_dataset_root(root_path: str | os.PathLike) -> list[str]:
     root or a system folder, class-folder links that are dangling, and a tree whose images sit deeper than
     ``<class>/<image>`` in every class (the folder above the val folder, e.g. one holding ``train/`` and ``val/``).
     """
+    if isinstance(root_path, str) and not root_path.strip():
+        # Path("") is ".": an empty flag or Param would otherwise walk whatever folder the command started in
+        raise InputError(
+            "--root_path is empty: no dataset folder given; pass the ImageNet val folder "
+            "(one sub-folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
+        )
     root = Path(root_path)
     if not root.is_dir():
         raise InputError(
@@ -127,7 +133,7 @@ def list_dataset(root_path: str | os.PathLike, limit: int | None = None) -> tupl
     root = Path(root_path)
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit})")
-    classes = check_dataset_root(root)
+    classes = check_dataset_root(root_path)  # the flag as given: Path('') would already be '.'
     labels, _scheme = class_labels(classes, root)
     per_class: list[list[Item]] = []
     empty: list[str] = []

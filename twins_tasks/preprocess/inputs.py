@@ -44,7 +44,9 @@ def prepare_inputs(
             f"dataset folder {root} does not exist: pass the ImageNet val folder "
             f"(one sub-folder per class) or make one with `twins make-sample`"
         )
-    check_dataset_root(root)  # before the fingerprint walks it: `/` or a folder above val is refused here
+    # as given, not `root` (an empty --root_path is Path('.')); before the fingerprint walks it: `/` or a folder
+    # above val is refused here
+    check_dataset_root(root_path)
     fingerprint = tree_fingerprint(root)
     key = sha256_json(
         {

@@ -23,6 +23,8 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -174,7 +176,7 @@ def api_runs(
     results: StoreDep,
     config_key: str | None = None,
     limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=views.MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Runs, newest first, one page; ``config_key`` filters by configuration."""
     return views.list_runs(results, config_key=config_key or None, limit=limit, offset=offset)
@@ -203,6 +205,12 @@ def api_compare(results: StoreDep, a: str, b: str) -> dict[str, Any]:
     return compared_runs(results, a, b)
 
 
+@api.get("/openapi.json", include_in_schema=False)
+def api_openapi(request: Request) -> dict[str, Any]:
+    """This API's OpenAPI schema, behind the same login as the API (FastAPI's own route would serve it to anyone)."""
+    return request.app.openapi()
+
+
 # --- pages -----------------------------------------------------------------------------------------------------
 
 pages = APIRouter(dependencies=[Depends(require_user)])
@@ -214,7 +222,7 @@ def runs_page(
     results: StoreDep,
     config_key: str | None = None,
     limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=views.MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     data = views.list_runs(results, config_key=config_key or None, limit=limit, offset=offset)
     return render(request, "runs.html", data=data, nav="runs")
@@ -325,9 +333,10 @@ def create_app(
     app = FastAPI(
         title="Twins results",
         description="Twins-SVT-L validation results (runs, run, history, compare) for the Airflow UI.",
+        # FastAPI's schema and docs routes bypass the routers' login check: the schema is served by `api_openapi`.
         docs_url=None,
         redoc_url=None,
-        openapi_url=f"{API_PREFIX}/openapi.json",
+        openapi_url=None,
     )
     app.state.stores = StoreCache(resolve)
     app.state.airflow_app = airflow_app
@@ -335,6 +344,7 @@ def create_app(
         app.dependency_overrides[require_user] = user_dependency
     app.middleware("http")(timing_and_headers)
     app.exception_handler(HTTPException)(http_error)
+    app.exception_handler(RequestValidationError)(invalid_parameter)
     app.include_router(api)
     app.include_router(pages)
     return app
@@ -367,6 +377,24 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         title=f"{exc.status_code}", message=message, login_url=f"{root}/auth/login", status=exc.status_code
     )
     return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
+
+
+async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
+    """A query parameter out of its range or of the wrong type (``offset=-1``, ``limit=abc``): FastAPI's 422 JSON
+    for the API (``detail`` names each parameter, ``loc``, and what it should be, ``msg``), else the error page
+    with the same words."""
+    if _wants_json(request):
+        return await request_validation_exception_handler(request, exc)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'][1:]) or 'request'}: {error['msg']}" for error in exc.errors()
+    )
+    html = TEMPLATES.get_template("error.html").render(
+        title="422",
+        message=f"Invalid parameter: {problems}.",
+        login_url=f"{_airflow_root(request)}/auth/login",
+        status=422,
+    )
+    return HTMLResponse(html, status_code=422)
 
 
 def render(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
