@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..backends import BACKENDS, Backend, get_backend, resolve_backend_name
 from ..checks import batch_size_problem, parse_batch_sizes, parse_device_ids
-from ..constants import DEFAULT_BATCH_SIZES, DEFAULT_CANN_ENV, DEFAULT_MODEL, OUTPUT_FORMATS
-from ..recipe import BackendSettings, RecipeConfig
+from ..constants import DEFAULT_CANN_ENV, DEFAULT_MODEL, OUTPUT_FORMATS
+from ..recipe import DEFAULTS, BackendSettings, RecipeConfig
 from ..types import Thresholds
 
 
@@ -95,35 +95,39 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     return get_backend(name, **settings.options(name))
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags of ``twins run`` and ``twins prepare-inputs`` (what the DAG's preprocess task runs)."""
+    parser.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
+    parser.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
+    parser.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """``twins run``'s flags: the recipe's scripts' spelling where they mirror one, ``--kebab-case`` for ours."""
-    d = RecipeConfig.__dataclass_fields__
-    parser.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
+    add_dataset_arguments(parser)
     parser.add_argument("--resume", default=None, help="checkpoint (alt_gvt_large.pth)")
     parser.add_argument("--random-init", action="store_true", help="seeded random weights instead of a checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="timm model name")
-    parser.add_argument("--opset", type=int, default=d["opset"].default, help="ONNX opset (the recipe's: 11)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the random weights")
+    parser.add_argument("--model", default=DEFAULTS.model_name, help="timm model name")
+    parser.add_argument("--opset", type=int, default=DEFAULTS.opset, help="ONNX opset (the recipe's: 11)")
     parser.add_argument(
         "--batch-sizes",
         "--batch_sizes",
         dest="batch_sizes",
-        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+        default=",".join(map(str, DEFAULTS.batch_sizes)),
         help="comma-separated batch sizes, 1-256",
     )
-    parser.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
-    parser.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
-    parser.add_argument("--loop", type=int, default=d["perf_loops"].default, help="perf loop count (ais_bench --loop)")
+    parser.add_argument("--loop", type=int, default=DEFAULTS.perf_loops, help="perf loop count (ais_bench --loop)")
     parser.add_argument(
         "--perf-rounds",
         type=int,
-        default=d["perf_rounds"].default,
+        default=DEFAULTS.perf_rounds,
         help="perf rounds of --loop runs each; the median round counts and their spread is the noise",
     )
     parser.add_argument("--outfmt", default="TXT", choices=list(OUTPUT_FORMATS), help="ais_bench --outfmt")
     parser.add_argument(
-        "--reference-images", type=int, default=d["reference_images"].default,
+        "--reference-images", type=int, default=DEFAULTS.reference_images,
         help="images compared with PyTorch logits (0 = skip)",
     )  # fmt: skip
     parser.add_argument(
@@ -131,11 +135,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         help="none, a previous run id, a preset (recipe-gpu, recipe-310p) or numbers like 1:62,4:77",
     )  # fmt: skip
     parser.add_argument(
-        "--max-top1-drop", type=float, default=Thresholds.max_top1_drop,
+        "--max-top1-drop", type=float, default=DEFAULTS.thresholds.max_top1_drop,
         help="regression check: fail when top-1 drops more than this many points",
     )  # fmt: skip
     parser.add_argument(
-        "--max-throughput-drop-pct", type=float, default=Thresholds.max_throughput_drop_pct,
+        "--max-throughput-drop-pct", type=float, default=DEFAULTS.thresholds.max_throughput_drop_pct,
         help="regression check: fail when throughput drops more than this many percent",
     )  # fmt: skip
     add_backend_arguments(parser)

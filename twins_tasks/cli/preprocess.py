@@ -10,6 +10,7 @@ from ..files import write_json_atomic
 from ..labels import LABEL_SCHEME_TEXT
 from ..preprocess.bins import preprocess
 from ..preprocess.inputs import prepare_inputs
+from .arguments import add_dataset_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="twins preprocess into <cache>/bins/<key>, reused when the dataset, transform and limit are "
         "unchanged; writes the cache record as JSON to --record",
     )
-    p.add_argument("--root_path", required=True, help="ImageNet-layout val folder (<wnid>/<image>.JPEG)")
+    add_dataset_arguments(p)
     p.add_argument("--cache-dir", required=True, help="cache root (TWINS_WORK_DIR/cache)")
-    p.add_argument("--limit", type=int, default=None, help="use only N images (round-robin over classes)")
-    p.add_argument("--workers", type=int, default=None, help="preprocess processes (default: all cores)")
-    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (recorded in the manifest)")
     p.add_argument("--record", required=True, help="where to write the cache record (JSON)")
     p.set_defaults(func=_prepare_inputs_main)
 
