@@ -26,4 +26,4 @@ seed=()
 if [ "${CI:-}" = "true" ]; then
     seed=(--randomly-seed="${TWINS_TEST_SEED:-20261129}")
 fi
-exec .venv/bin/python -m pytest "${seed[@]}" "$@"
+exec .venv/bin/python -m pytest --durations=15 "${seed[@]}" "$@"

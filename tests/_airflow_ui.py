@@ -52,6 +52,7 @@ def require_chromium() -> None:
 class ApiServer:
     url: str
     token: str  # an admin JWT, as POST /auth/token gives it
+    results_url: str = ""  # the twins_results Connection it was started with, if any
 
 
 @contextlib.contextmanager
@@ -96,7 +97,7 @@ def api_server(work: Path, **settings: str) -> Iterator[ApiServer]:
 
         login = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
         assert login.status_code in (200, 201), login.text
-        yield ApiServer(url, login.json()["access_token"])
+        yield ApiServer(url, login.json()["access_token"], settings.get("AIRFLOW_CONN_TWINS_RESULTS", ""))
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
@@ -129,6 +130,15 @@ def browser_context(server: ApiServer, **options: Any) -> Iterator[Any]:
 def screenshot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="session")
+def shared_api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One api-server for every browser test module (a start costs a DAG reserialize and a uvicorn boot), with
+    the twins_results Connection on a SQLite file of its own that the modules seed as they need."""
+    work = tmp_path_factory.mktemp("api_server")
+    with api_server(work, AIRFLOW_CONN_TWINS_RESULTS=f"sqlite:///{work / 'twins_results.db'}") as server:
+        yield server
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _airflow_ui import ApiServer, api_server, browser_context, require_chromium, screenshot
+from _airflow_ui import ApiServer, browser_context, require_chromium, screenshot
 
 from twins_tasks.constants import DEFAULT_BATCH_SIZES, MAX_BATCH_SIZE
 from twins_tasks.recipe import RecipeConfig
@@ -74,10 +74,9 @@ def test_param_rejects_anything_else(batch_sizes_param: Any, value: Any) -> None
 
 
 @pytest.fixture(scope="module")
-def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def server(request: pytest.FixtureRequest) -> ApiServer:
     require_chromium()  # before the server starts: a machine without a browser skips at once
-    with api_server(tmp_path_factory.mktemp("trigger_form")) as running:
-        yield running
+    return request.getfixturevalue("shared_api_server")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from _airflow_ui import ApiServer, api_server, browser_context, require_chromium
+from _airflow_ui import ApiServer, browser_context, require_chromium
 
 from twins_tasks import results_views as views
 from twins_tasks.baseline import BASELINE_PRESETS
@@ -361,27 +361,26 @@ class AirflowUI:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
+def airflow_ui(shared_api_server: ApiServer) -> Iterator[AirflowUI]:
     import httpx
 
-    work = tmp_path_factory.mktemp("ui")
-    results = ResultsStore(f"sqlite:///{work / 'twins_results.db'}")
+    server = shared_api_server
+    results = ResultsStore(server.results_url)
     seed(results)
-    with api_server(work, AIRFLOW_CONN_TWINS_RESULTS=results.url) as server:
-        dag_run_id = f"manual__twins_ui_{uuid.uuid4().hex[:8]}"
-        trigger = httpx.post(
-            f"{server.url}/api/v2/dags/{DAG_ID}/dagRuns",
-            json={"dag_run_id": dag_run_id, "logical_date": None, "conf": {}},
-            headers={"Authorization": f"Bearer {server.token}"},
-            timeout=30,
-        )
-        assert trigger.status_code == 200, trigger.text
-        # What the DAG's record task writes for this run (no scheduler runs here: the run stays queued).
-        results.record_run(
-            _run(dag_run_id, ORT_CONFIG, started_at="2026-11-06T02:00:00+00:00"),
-            _batches({1: 9.9, 4: 11.1, 8: 11.3}, top1=17.0),
-        )
-        yield AirflowUI(server.url, server.token, results, dag_run_id)
+    dag_run_id = f"manual__twins_ui_{uuid.uuid4().hex[:8]}"
+    trigger = httpx.post(
+        f"{server.url}/api/v2/dags/{DAG_ID}/dagRuns",
+        json={"dag_run_id": dag_run_id, "logical_date": None, "conf": {}},
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=30,
+    )
+    assert trigger.status_code == 200, trigger.text
+    # What the DAG's record task writes for this run (no scheduler runs here: the run stays queued).
+    results.record_run(
+        _run(dag_run_id, ORT_CONFIG, started_at="2026-11-06T02:00:00+00:00"),
+        _batches({1: 9.9, 4: 11.1, 8: 11.3}, top1=17.0),
+    )
+    yield AirflowUI(server.url, server.token, results, dag_run_id)
 
 
 def test_plugin_is_listed_with_nav_and_dag_run_views(airflow_ui: AirflowUI) -> None:
