@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,29 @@ from .files import is_no_space, no_space_is_input_error
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .types import InferResult
+
+log = logging.getLogger(__name__)
+
+
+def input_bytes(inputs: str | Path) -> int:
+    """Bytes of the files under ``inputs`` (ais_bench's --input: a file, a folder, or comma-separated ones)."""
+    total = 0
+    for part in str(inputs).split(","):
+        path = Path(part)
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            with os.scandir(path) as entries:  # one stat per file, from the directory listing where it can
+                total += sum(e.stat().st_size for e in entries if e.is_file())
+    return total
+
+
+def log_read_rate(inputs: str | Path, seconds: float) -> float:
+    """Log how fast the inputs were read (storage must give every chip this at once); return MB/s."""
+    size = input_bytes(inputs)
+    rate = size / seconds / 1e6 if seconds > 0 else 0.0
+    log.info("inputs read: %.2f GiB in %.1f s (%.1f MB/s from storage)", size / 2**30, seconds, rate)
+    return rate
 
 
 def infer_checked(
@@ -35,7 +61,10 @@ def infer_checked(
         with no_space_is_input_error(
             out_dir, "free space there (one TXT output is about 9 KB, BIN/NPY 4 KB) or pass another --output"
         ):
-            return backend.infer(artifact, inputs, batch_size, output, output_dirname, outfmt=outfmt)
+            start = time.perf_counter()
+            result = backend.infer(artifact, inputs, batch_size, output, output_dirname, outfmt=outfmt)
+            log_read_rate(inputs, time.perf_counter() - start)
+            return result
     except InputError as exc:
         if isinstance(exc.__cause__, OSError) and is_no_space(exc.__cause__) and out_dir.is_dir():
             for leftover in out_dir.glob(".*.tmp"):  # layout.write_output's temp names

@@ -7,6 +7,7 @@ operators' XComs and ``twins run``'s plain values. The work itself is in the ste
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -164,7 +165,7 @@ def infer_step(
     os.rename(result_root / partial, final)
     summary = result_root / f"{partial}_summary.json"
     if summary.is_file():
-        os.replace(summary, result_root / f"{name}_summary.json")
+        _rehome_summary(summary, result_root / f"{name}_summary.json", result_root / partial, final)
     record = {**result.to_dict(), **where}
     record["output_dir"] = str(final)
     # Per-batch timing lists and file lists grow with the dataset: keep XComs small.
@@ -173,6 +174,33 @@ def infer_step(
         "%d outputs in %s (%.1f images/s end to end)", record["num_outputs"], record["output_dir"], record["throughput"]
     )
     return record
+
+
+def _rehome_summary(summary: Path, target: Path, partial: Path, final: Path) -> None:
+    """Move the summary JSON to ``target`` with its paths into ``partial`` (the outputs' folder while they were
+    written, renamed away since) pointing into ``final``: 50,000 paths into a folder that no longer exists help
+    no one who reads it."""
+    old, new = str(partial), str(final)
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str):
+            return new + value[len(old) :] if value == old or value.startswith(old + os.sep) else value
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        return value
+
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):  # not ours to judge here: the backend already read (or reported) it
+        os.replace(summary, target)
+        return
+    data = moved(data)
+    if isinstance(data.get("args"), dict) and data["args"].get("output_dirname") == partial.name:
+        data["args"]["output_dirname"] = final.name
+    write_json_atomic(target, data)
+    summary.unlink()
 
 
 def perf_step(
