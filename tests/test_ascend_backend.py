@@ -502,7 +502,8 @@ def test_option_values_are_checked(option, value, allowed):
         ({"dynamic_batch_size": "0,2"}, "must be distinct integers >= 1"),
         ({"insert_op_conf": "/nonexistent/aipp.cfg"}, "insert_op_conf /nonexistent/aipp.cfg not found"),
         ({"soc_version": "Ascend310P3 --log=debug"}, "soc_version=.* must be 'auto' or an Ascend SoC name"),
-        ({"device": -1}, "device=-1 must be a non-negative integer"),
+        ({"device": -1}, "device=-1 must be an integer from 0 to 255"),
+        ({"device": 256}, "device=256 must be an integer from 0 to 255"),
     ],
 )
 def test_bad_options_are_rejected(options, match):
@@ -513,8 +514,8 @@ def test_bad_options_are_rejected(options, match):
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"device": "0"}, r"device='0' must be a non-negative integer"),
-        ({"device": True}, r"device=True must be a non-negative integer"),
+        ({"device": "0"}, r"device='0' must be an integer from 0 to 255"),
+        ({"device": True}, r"device=True must be an integer from 0 to 255"),
         ({"infer_timeout": "60"}, r"infer_timeout='60' must be a non-negative number or None"),
         ({"idle_aicore_max": "5"}, r"idle_aicore_max='5' must be a non-negative number"),
         ({"idle_memory_max_mb": 1.5}, r"idle_memory_max_mb=1.5 must be a non-negative integer"),

@@ -6,10 +6,12 @@ are the kernel's, not this process's.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +22,11 @@ import pytest
 
 from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
 from twins_tasks.backends.ascend import AscendBackend, IdlePolicy
-from twins_tasks.devices import lease_chip, resolve_device_ids
+from twins_tasks.checks import parse_device_ids
+from twins_tasks.cli import main
+from twins_tasks.devices import check_chips, check_lease_dir, lease_chip, resolve_device_ids
 from twins_tasks.errors import InputError, ToolError
+from twins_tasks.toolrun import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,3 +219,176 @@ def test_a_chip_busy_outside_our_leases_is_read_again_only_every_poll(host):
             pass
     # Its lock was tried every LOCK_RETRY_S (about 6 times), npu-smi read at 0 s and 1 s only.
     assert len(read_log(host / "calls.jsonl", "npu-smi")) == 2
+
+
+# -- a tool never outlives its task, and the lease lasts while it runs -------------------------------------------
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie that init has not reaped yet does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _lease_free(folder: Path, chip: int) -> bool:
+    """Whether nobody holds ``chip``'s lease (tried as lease_chip does, and let go at once)."""
+    fd = os.open(folder / f"npu{chip}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@LINUX
+def test_a_killed_task_takes_its_tool_with_it_and_frees_the_chip_only_then(host, monkeypatch):
+    # SIGKILL of `twins run` or a worker left ais_bench running on its chip, re-parented to init, while the lease
+    # was already free for the next task.
+    monkeypatch.setenv("FAKE_AIS_SLEEP", "60")  # a hung ais_bench
+    inputs = host / "bin_path"
+    make_inputs(inputs, 1)
+    backend = AscendBackend(cann_env=str(SET_ENV), soc_version="Ascend310P3", idle_wait_s=0)
+    artifact = backend.compile(make_model(host / "m.onnx"), 1, host / "compiled").artifact
+    holder = Holder("doomed", "1", "--infer", artifact, str(inputs), str(host / "out"))
+    tool = None
+    try:
+        assert holder.leased() == 1
+        deadline = time.monotonic() + 30
+        while tool is None and time.monotonic() < deadline:
+            calls = read_log(host / "calls.jsonl", "ais_bench")
+            tool = calls[0]["pid"] if calls else None
+            time.sleep(0.05)
+        assert tool is not None and _alive(tool), "ais_bench did not start"
+        holder.kill()  # no code of ours runs
+        deadline = time.monotonic() + 10
+        while _alive(tool):
+            if _lease_free(host / "leases", 1):
+                time.sleep(1.0)  # the lock goes with the tool's files, a moment before it is gone from /proc
+                assert not _alive(tool), "chip 1's lease was free while its ais_bench still ran"
+            assert time.monotonic() < deadline, "ais_bench outlived its killed task by 10 s"
+            time.sleep(0.05)
+        with lease_chip([1], purpose="next", wait_s=5, poll_s=0.05) as chip:
+            assert chip == 1
+    finally:
+        if tool is not None and _alive(tool):
+            os.kill(tool, signal.SIGKILL)
+        if holder.proc.poll() is None:
+            holder.kill()
+
+
+@LINUX
+def test_a_tool_run_on_a_leased_chip_holds_the_lease_file_open(host):
+    # What keeps the chip leased if the task dies and its tool lives on (e.g. a child of the tool, which the
+    # death signal does not reach): the tool has the lease's lock open, and flock holds while one copy is open.
+    show = [
+        sys.executable,
+        "-c",
+        "import os\nfor fd in os.listdir('/proc/self/fd'):\n"
+        "    try: print(os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError: pass",
+    ]
+    with lease_chip([1], purpose="bs 1", wait_s=5):
+        lock = str((host / "leases" / "npu1.lock").resolve())  # as /proc shows it
+        inside = run_tool(show)
+    after = run_tool(show)
+    assert lock in inside.lines, inside.lines
+    assert lock not in after.lines  # a released lease is nobody's
+
+
+# -- plan checks the chips and the lease folder on its host, before any compute ----------------------------------
+
+
+def _twins_run(tmp_path: Path, *flags: str, cann_env: Path = SET_ENV) -> int:
+    """``twins run`` on the Ascend doubles with an empty dataset folder: it must fail at plan."""
+    (tmp_path / "val").mkdir(exist_ok=True)
+    return main(
+        [
+            "run", "--root_path", str(tmp_path / "val"), "--random-init", "--backend", "ascend",
+            "--cann-env", str(cann_env), "--work-dir", str(tmp_path / "work"),
+            "--results-url", f"sqlite:///{tmp_path / 'results.db'}", "--run-name", "checked", *flags,
+        ]
+    )  # fmt: skip
+
+
+def _broken_npu_smi(tmp_path: Path) -> Path:
+    """A CANN environment whose npu-smi fails as a real one does when the driver is not loaded."""
+    bin_dir = tmp_path / "broken-bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "npu-smi"
+    tool.write_text('#!/bin/sh\necho "dcmi module initialize failed. ret is -8005"\nexit 255\n')
+    tool.chmod(0o755)
+    env = tmp_path / "set_env.sh"
+    env.write_text(f'source "{SET_ENV}"\nexport PATH="{bin_dir}:$PATH"\n')
+    return env
+
+
+@pytest.mark.parametrize(
+    "flags, setup, says",
+    [
+        (["--device-ids", "7"], None, "NPU device 7 of device_ids [7] is not on host {host}, where plan runs "
+         "(npu-smi info there shows device 0, 1): choose device ids among those, or auto"),
+        (["--device-ids", "1,5,6"], None, "NPU device 5, 6 of device_ids [1, 5, 6] is not on host {host}"),
+        (["--device-ids", "99999999999999999999"], None,
+         "device id '99999999999999999999' is out of range: use 0 to 255"),
+        (["--device-ids", "0,1"], "lease folder under a file", "NPU lease folder {file}/leases (TWINS_LEASE_DIR) "
+         "is not usable on host {host}: Not a directory: set TWINS_LEASE_DIR to a folder"),
+        ([], "broken npu-smi", "cannot read the NPU chips of host {host}, where plan runs (npu-smi info failed "
+         "(exit 255): dcmi module initialize failed. ret is -8005): device_ids and soc_version=auto are checked"),
+    ],
+)  # fmt: skip
+def test_plan_checks_the_chips_and_the_lease_folder_on_its_host_before_any_work(
+    host, monkeypatch, capsys, flags, setup, says
+):
+    # --device-ids 7 on a 2-chip host compiled, then failed every batch size; 99999999999999999999 ended in an
+    # OverflowError at record; a lease folder that cannot be created, and a broken npu-smi with soc_version=auto,
+    # were found only after compile. Now plan says so, naming the host it checked.
+    file = host / "a-file"
+    file.write_text("")
+    cann_env = SET_ENV
+    if setup == "lease folder under a file":
+        monkeypatch.setenv("TWINS_LEASE_DIR", str(file / "leases"))
+    elif setup == "broken npu-smi":
+        cann_env = _broken_npu_smi(host)
+    assert _twins_run(host, *flags, cann_env=cann_env) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("twins run: error: ")]
+    assert len(errors) == 1 and says.format(host=socket.gethostname(), file=file) in errors[0], errors
+    assert not (host / "work").exists()  # nothing prepared, exported or compiled
+    assert read_log(host / "calls.jsonl", "atc") == []
+
+
+def test_check_chips_resolves_on_this_host_and_makes_the_lease_files(host, tmp_path):
+    backend = AscendBackend(cann_env=str(SET_ENV))  # soc_version auto, device 0
+    assert check_chips(backend, "auto") == [0, 1]
+    assert check_chips(backend, (1,)) == [1]
+    assert sorted(p.name for p in (host / "leases").iterdir()) == ["npu0.lock", "npu1.lock"]
+    with pytest.raises(InputError, match=r"soc_version=auto reads NPU device 3 in npu-smi info on host .*, which "):
+        check_chips(AscendBackend(cann_env=str(SET_ENV), device=3), "auto")
+    for bad in ("256", "-1", "1,x"):
+        with pytest.raises(InputError, match="out of range: use 0 to 255|is not an integer"):
+            parse_device_ids(bad)
+    with pytest.raises(InputError, match="must be an integer from 0 to 255"):
+        AscendBackend(cann_env=str(SET_ENV), device=256)
+
+
+def test_an_unwritable_lease_folder_is_named_at_plan_and_at_lease(host, tmp_path):
+    folder = tmp_path / "ro-leases"
+    (folder / "npu0.lock").mkdir(parents=True)  # a lock file that cannot be opened for writing
+    for check in (
+        lambda: check_lease_dir([0], folder),
+        lambda: lease_chip([0], purpose="x", folder=folder).__enter__(),
+    ):
+        with pytest.raises(InputError, match=rf"NPU lease folder {folder} \(TWINS_LEASE_DIR\) is not usable .*: Is a "):
+            check()
+    if os.geteuid() != 0:  # root writes into a read-only folder; an ordinary user (a worker) does not
+        folder.chmod(0o555)
+        try:
+            with pytest.raises(InputError, match="Permission denied"):
+                check_lease_dir([1], folder)
+        finally:
+            folder.chmod(0o755)

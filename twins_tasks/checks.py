@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .constants import BIN_BYTES, MAX_BATCH_SIZE, MIN_BATCH_SIZE
+from .constants import BIN_BYTES, MAX_BATCH_SIZE, MAX_DEVICE_ID, MIN_BATCH_SIZE
 from .errors import InputError
 
 
@@ -61,7 +61,10 @@ def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> tuple[int, ..
 
 
 def parse_device_ids(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...] | str:
-    """``auto``, ``0,1,2`` or [0, 1, 2] -> "auto" or (0, 1, 2); non-negative, unique."""
+    """``auto``, ``0,1,2`` or [0, 1, 2] -> "auto" or (0, 1, 2); 0 to MAX_DEVICE_ID, unique.
+
+    Whether the chips exist is checked at plan, on the NPU host (:func:`twins_tasks.devices.check_chips`).
+    """
     if isinstance(value, str) and value.strip() == "auto":
         return "auto"
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -71,8 +74,13 @@ def parse_device_ids(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...
             chip = int(str(item).strip())
         except ValueError:
             raise InputError(f"device id {item!r} is not an integer (expected e.g. 0,1 or auto)") from None
-        if chip < 0 or chip in ids:
-            raise InputError(f"device ids {value!r}: {chip} is negative or listed twice")
+        if not 0 <= chip <= MAX_DEVICE_ID:
+            # 99999999999999999999 used to reach the results database and overflow its integer column.
+            raise InputError(
+                f"device id {item!r} is out of range: use 0 to {MAX_DEVICE_ID} (a chip's Device id in npu-smi info)"
+            )
+        if chip in ids:
+            raise InputError(f"device ids {value!r}: {chip} is listed twice")
         ids.append(chip)
     if not ids:
         raise InputError("no device ids given (expected e.g. 0,1 or auto)")

@@ -21,6 +21,8 @@ DEFAULT_OPSET = 11  # the recipe's opset; works with torch 2.14's TorchScript ex
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 256
+# Logical NPU device ids: ais_bench --device takes 0 to 255 (its check_device_range_valid).
+MAX_DEVICE_ID = 255
 
 # ais_bench --outfmt values.
 OUTPUT_FORMATS = ("BIN", "NPY", "TXT")

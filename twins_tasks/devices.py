@@ -4,8 +4,12 @@ Several batch sizes run at once on a host with several chips; two of them on one
 other's numbers (and the recipe asks for an idle device). A lease is an exclusive ``fcntl.flock`` on a
 host-local file per chip (``$TWINS_LEASE_DIR``, default ``/tmp/twins-npu-leases``): the kernel drops it when
 the holder's file is closed, so a worker that crashes or is killed frees its chip at once, and no chip is
-lost to a stale lock file. A chip that another program is using (AICore above the idle threshold in
-``npu-smi info``) is skipped as well.
+lost to a stale lock file. The tools run on a leased chip inherit the lock file (``toolrun.inherit_fds``), so
+the lease lasts while one of them still runs, and they are killed with their task (``toolrun``). A chip that
+another program is using (AICore above the idle threshold in ``npu-smi info``) is skipped as well.
+
+``plan`` checks up front, on the host it runs on, that the run's chips are there and the lease folder usable
+(:func:`check_chips`).
 
 Usage (the Airflow operators, or any script)::
 
@@ -29,8 +33,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from .backends.ascend.backend import AscendBackend
 from .backends.ascend.npu_smi import IdlePolicy, NpuDevice, find_device
+from .constants import MAX_DEVICE_ID
 from .errors import InputError, ToolError
+from .toolrun import inherit_fds
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +69,69 @@ def resolve_device_ids(device_ids: str | Sequence[int], chips: Callable[[], list
         raise InputError(f"device_ids={device_ids!r} must be 'auto' or a non-empty list of device ids, e.g. [0, 1]")
     ids = list(device_ids)
     for chip in ids:
-        if isinstance(chip, bool) or not isinstance(chip, int) or chip < 0:
-            raise InputError(f"device_ids={ids!r}: {chip!r} is not a non-negative integer device id")
+        if isinstance(chip, bool) or not isinstance(chip, int) or not 0 <= chip <= MAX_DEVICE_ID:
+            raise InputError(f"device_ids={ids!r}: {chip!r} is not a device id (an integer from 0 to {MAX_DEVICE_ID})")
     if len(set(ids)) != len(ids):
         raise InputError(f"device_ids={ids!r} names a chip twice")
     return ids
+
+
+def check_chips(
+    backend: AscendBackend, device_ids: str | Sequence[int], *, folder: str | os.PathLike | None = None
+) -> list[int]:
+    """The run's chips, checked at plan on this host (an NPU worker): before any compile, not at the first infer.
+
+    Reads ``npu-smi info`` once: ``auto`` becomes every chip it shows, an explicit id must be one of them, and
+    ``soc_version=auto`` must find the backend's device there. Then the lease folder must be usable
+    (:func:`check_lease_dir`). An :class:`InputError` that names this host otherwise: with several NPU hosts
+    only the one that plans is checked, and each of them must have the run's chips.
+    """
+    host = socket.gethostname()
+    if device_ids != "auto":
+        resolve_device_ids(device_ids, lambda: [])  # the ids' shape, before any npu-smi
+    try:
+        devices = backend.npu_devices()
+    except (ToolError, InputError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"cannot read the NPU chips of host {host}, where plan runs ({first}): device_ids and "
+            "soc_version=auto are checked against npu-smi info there; fix the NPU driver or npu-smi on that host"
+        ) from None
+    shown = list(dict.fromkeys(dev.device_id for dev in devices))
+    chips = resolve_device_ids(device_ids, lambda: shown)
+    listed = ", ".join(map(str, shown))
+    missing = [chip for chip in chips if chip not in shown]
+    if missing:
+        raise InputError(
+            f"NPU device {', '.join(map(str, missing))} of device_ids {chips} is not on host {host}, where plan "
+            f"runs (npu-smi info there shows device {listed}): choose device ids among those, or auto"
+        )
+    if backend.soc_version == "auto" and backend.device not in shown:
+        raise InputError(
+            f"soc_version=auto reads NPU device {backend.device} in npu-smi info on host {host}, which shows device "
+            f"{listed}: set soc_version explicitly (e.g. Ascend310P3) or device ids that start with one of those"
+        )
+    check_lease_dir(chips, folder)
+    return chips
+
+
+def check_lease_dir(chips: Sequence[int], folder: str | os.PathLike | None = None) -> Path:
+    """The lease folder can be created and each chip's lock file opened as a lease will; an InputError if not.
+
+    A read-only or uncreatable ``TWINS_LEASE_DIR`` used to show as a traceback at the first infer, after compile.
+    """
+    where = Path(folder) if folder is not None else lease_dir()
+    try:
+        _make_folder(where)
+        for chip in chips:
+            os.close(_open_lock(where, chip))
+    except OSError as exc:
+        raise InputError(
+            f"NPU lease folder {where} (TWINS_LEASE_DIR) is not usable on host {socket.gethostname()}: "
+            f"{exc.strerror or exc}: set TWINS_LEASE_DIR to a folder on a local disk that every NPU worker of this "
+            f"host can create and write (default {DEFAULT_LEASE_DIR})"
+        ) from None
+    return where
 
 
 def _holder(fd: int) -> str:
@@ -117,8 +182,7 @@ def lease_chip(
     """
     chips = resolve_device_ids(list(candidates), lambda: [])
     policy = idle or IdlePolicy()
-    where = Path(folder) if folder is not None else lease_dir()
-    _make_folder(where)
+    where = check_lease_dir(chips, folder)  # plan checked it on its host; this task may run on another
     start = time.monotonic()
     deadline = start + wait_s
     next_log = start
@@ -180,7 +244,8 @@ def _held(fd: int, chip: int, purpose: str, *, waited: float) -> Iterator[int]:
     log.info("Leased NPU %d for %s (waited %.0f s)", chip, purpose, waited)
     held_from = time.monotonic()
     try:
-        yield chip
+        with inherit_fds(fd):  # a tool started on the chip holds the lease too, even if we die first
+            yield chip
     finally:
         # Cleared while still locked: after the unlock the file may already be the next holder's.
         with contextlib.suppress(OSError):

@@ -99,12 +99,14 @@ def compile_step(
 
 
 def resolve_chips(backend: Backend, device_ids: tuple[int, ...] | str) -> list[int]:
-    """The chips a run may use, on the host that does its device work; [] for a backend without chips."""
+    """The chips a run may use, checked on the host that plans: there per ``npu-smi info``, ``soc_version=auto``
+    readable, the lease folder usable (:func:`twins_tasks.devices.check_chips`); [] for a backend without chips."""
     if not hasattr(backend, "list_chips"):
         return []
-    from .devices import resolve_device_ids
+    from .devices import check_chips
 
-    return resolve_device_ids(device_ids if isinstance(device_ids, str) else list(device_ids), backend.list_chips)
+    chipped: Any = backend  # a backend with chips (Ascend)
+    return check_chips(chipped, device_ids)
 
 
 @contextlib.contextmanager

@@ -2,16 +2,27 @@
 
 Never a shell string: every user value reaches the tool as one literal argument. The tool gets its own
 process group so that a timeout or a kill stops it and everything it started.
+
+A tool must not outlive its task, or hold a chip its task no longer leases: a SIGKILLed ``twins run`` or
+Airflow worker runs no code of ours. So, on Linux, a tool is killed when the thread that started it dies
+(``PR_SET_PDEATHSIG``; the kernel sends it when the spawning *thread* exits, and :func:`run_tool` waits for the
+tool in that thread, so it fires only when the task itself is gone). And a tool started inside
+:func:`inherit_fds` (a chip lease, :func:`twins_tasks.devices.lease_chip`) keeps that lock file open: the lease
+lasts as long as the tool, or anything it started with the file still open, runs.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
+import ctypes
 import logging
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +34,9 @@ log = logging.getLogger(__name__)
 KEEP_LINES = 5000  # enough for a perf summary or atc's error block; a 50k-image ais_bench log is longer
 PROGRESS_LOG_S = 10.0  # at most one redrawn progress-bar state per this many seconds goes into the log
 _LINE_END = re.compile(rb"\r\n|\n|\r")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Open files every tool started in this context inherits (see inherit_fds); per thread, as leases are.
+_INHERITED_FDS: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("twins_tool_fds", default=())
 
 
 @dataclass
@@ -59,6 +73,51 @@ class ToolRunner(Protocol):
         timeout: float | None = None,
         title: str | None = None,
     ) -> ToolResult: ...
+
+
+@contextlib.contextmanager
+def inherit_fds(*fds: int) -> Iterator[None]:
+    """Every tool :func:`run_tool` starts in this block (in this thread) gets ``fds`` open too, e.g. a lease's lock."""
+    token = _INHERITED_FDS.set((*_INHERITED_FDS.get(), *fds))
+    try:
+        yield
+    finally:
+        _INHERITED_FDS.reset(token)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), looked up once here: the child may only call it, not load anything."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """The ``preexec_fn`` that makes a tool die with ``parent`` (None where the OS has no such thing).
+
+    It runs in the child between fork and exec, where another thread's lock may be held for ever: it only makes
+    two system calls, through a function looked up beforehand.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    kill = int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: the signal will never come
+            os._exit(1)
+
+    return arm
 
 
 def kill_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -129,6 +188,10 @@ def run_tool(
         cwd=cwd,
         env=dict(env) if env is not None else None,
         start_new_session=True,
+        # Not outliving this task, and holding its chip lease while it runs (see the module docstring). The
+        # death signal follows the spawning thread: this thread waits for the tool below, even on an error.
+        preexec_fn=_dies_with(os.getpid()),
+        pass_fds=_INHERITED_FDS.get(),
     )
     if on_start is not None:
         on_start(proc)

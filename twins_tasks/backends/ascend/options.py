@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...constants import DEFAULT_CANN_ENV, PRECISION_MODES
+from ...constants import DEFAULT_CANN_ENV, MAX_DEVICE_ID, PRECISION_MODES
 from ...errors import InputError
 
 OP_SELECT_IMPLMODES = ("high_precision", "high_performance")
@@ -70,8 +70,10 @@ class AscendOptions:
             object.__setattr__(self, name, value)
 
         put("cann_env", str(self.cann_env or os.environ.get("TWINS_CANN_ENV") or DEFAULT_CANN_ENV))
-        if not _is_int(self.device) or self.device < 0:
-            raise InputError(f"device={self.device!r} must be a non-negative integer (logical NPU device id)")
+        if not _is_int(self.device) or not 0 <= self.device <= MAX_DEVICE_ID:
+            raise InputError(
+                f"device={self.device!r} must be an integer from 0 to {MAX_DEVICE_ID} (logical NPU device id)"
+            )
         if self.soc_version != "auto" and not (isinstance(self.soc_version, str) and _SOC.fullmatch(self.soc_version)):
             raise InputError(
                 f"soc_version={self.soc_version!r} must be 'auto' or an Ascend SoC name such as "
