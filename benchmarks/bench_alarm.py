@@ -7,8 +7,9 @@ CPUs at a randomly varying intensity (bounded in time, always stopped at the end
 
 Every run goes through the real regression flow, exactly as the DAG does: its perf records become a
 results-DB row (``results.batch_row``, a SQLite file in a temp folder), then
-``regression.check_regression(..., remeasure=perf_step again)`` compares it with the last good run of the
-same configuration. The sequence: one reference run, ``--unchanged`` runs of the unchanged model (every
+``regression.check_regression(..., remeasure=perf_step again, calibrate=host_speed)`` compares it with the
+reference window of the same configuration (the runs are minutes apart: ``confirm_after_hours`` 0, the
+re-measurement decides). The sequence: one reference run, ``--unchanged`` runs of the unchanged model (every
 failure is a false alarm), then ``--slowed`` runs with a real slowdown: each ``session.run`` of the model is
 followed by a ``time.sleep`` of ``--slowdown``/(1 - ``--slowdown``) times its own measured duration, inside
 the timed region, so throughput really drops by ``--slowdown`` (default 30%); the re-measurement runs slowed
@@ -248,7 +249,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # ends like Ctrl-C: the context managers stop the load
 
     from twins_tasks.export import prepare_model
-    from twins_tasks.regression import check_regression
+    from twins_tasks.regression import check_regression, host_speed
     from twins_tasks.steps import compile_step, perf_step
     from twins_tasks.store import ResultsStore
     from twins_tasks.types import Thresholds
@@ -276,7 +277,9 @@ def main() -> int:
     compiled = {bs: compile_step(backend, model["onnx"], bs, cache) for bs in batch_sizes}
     artifacts = {bs: compiled[bs]["artifact"] for bs in batch_sizes}
     say(f"model and artifacts ready ({'cached' if model.get('cached') else 'exported'})")
-    thresholds = Thresholds(max_throughput_drop_pct=args.threshold)
+    # confirm_after_hours 0: the runs here are minutes apart, so the run's own re-measurement decides (the nightly's
+    # second witness a night later is measured by bench_alarm_history.py).
+    thresholds = Thresholds(max_throughput_drop_pct=args.threshold, confirm_after_hours=0)
 
     def measure(bs: int) -> dict[str, Any]:
         return perf_step(backend, artifacts[bs], bs, loop=args.loop, warmup=args.warmup, rounds=args.rounds)
@@ -309,7 +312,9 @@ def main() -> int:
                 _log.append(f"bs{bs} {fmt_perf(again)}")
                 return again
 
-            outcome = check_regression(store, run_key, CONFIG_KEY, thresholds, remeasure=remeasure)
+            outcome = check_regression(
+                store, run_key, CONFIG_KEY, thresholds, remeasure=remeasure, calibrate=host_speed
+            )
             remeasures += len(remeasured)
             old_failed = old_rule.check({bs: p["throughput_rounds"][0] for bs, p in perfs.items()})
             first_failed = outcome.status == "failed" or any("NOT confirmed" in n for n in outcome.notes)
@@ -321,7 +326,7 @@ def main() -> int:
                 medians[phase].append(perfs[batch_sizes[0]]["throughput"])
             shown = ", ".join(f"bs{bs} {fmt_perf(p)} img/s" for bs, p in perfs.items())
             say(
-                f"{run_key}: {shown} vs {outcome.previous_run_key or '-'}: {outcome.status}"
+                f"{run_key}: {shown} vs window up to {outcome.compared_with or '-'}: {outcome.status}"
                 f"{'; re-measured ' + ', '.join(remeasured) if remeasured else ''}; old rule "
                 f"{'FAIL' if old_failed else 'pass'} | alarms on unchanged new {counts['new'][0]} old "
                 f"{counts['old'][0]}, detections new {counts['new'][1]} old {counts['old'][1]}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from twins_airflow.dag_names import RUN_RESULTS_ROUTE
 from twins_airflow.ui.app import URL_PREFIX, create_app
 
 APP_PATH = URL_PREFIX.lstrip("/")
@@ -36,6 +37,6 @@ class TwinsResultsPlugin(AirflowPlugin):
             "name": RUN_TAB_NAME,
             "href": f"{APP_PATH}/run?run_key={{RUN_ID}}&dag_id={{DAG_ID}}",
             "destination": "dag_run",
-            "url_route": "twins-run-results",
+            "url_route": RUN_RESULTS_ROUTE,  # notifications link to this tab
         },
     ]

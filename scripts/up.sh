@@ -22,6 +22,7 @@ export TWINS_DATASET_PATH=$data
 # A local stack runs what you trigger, nothing at 02:00 (a default nightly is ~30 min on 2 cores and would hold up
 # manual runs behind max_active_runs=1). TWINS_NIGHTLY="0 2 * * *" make up turns the nightly on.
 export TWINS_NIGHTLY=${TWINS_NIGHTLY:-off}
+export TWINS_DEADLINE_HOURS=${TWINS_DEADLINE_HOURS:-6}  # a run not finished 6 h after it was queued is mailed about
 
 echo "== Airflow metadata DB ($AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }

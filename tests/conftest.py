@@ -30,8 +30,9 @@ os.environ.pop("TWINS_RESULTS_URL", None)
 
 REQUIRE_SERVICES = os.environ.get("TWINS_REQUIRE_SERVICES") == "1"
 
-# The browser tests' shared fixtures (a tab that fails its test on a JavaScript error).
-pytest_plugins = ["_airflow_ui"]
+# The browser tests' shared fixtures (a tab that fails its test on a JavaScript error), and a real SMTP server
+# for the notification tests.
+pytest_plugins = ["_airflow_ui", "_smtp"]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -77,7 +77,7 @@ def test_twins_run_end_to_end(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     for reused in ("Reusing preprocessed inputs", "Reusing ONNX model", "Reusing compiled artifact"):
         assert reused in second.stderr
-    assert "Regression check against run by-hand-1" in second.stdout
-    assert "Regression check: passed" in second.stdout
+    assert "(up to run by-hand-1)" in second.stdout
+    assert "Regression check: PASSED" in second.stdout
     runs = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}").list_runs(10)
     assert sorted(r["run_key"] for r in runs) == ["by-hand-1", "by-hand-2"]

@@ -15,8 +15,10 @@ import socket
 import sys
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
+from _smtp import assert_verdict_table, plain, serve_smtp
 from conftest import ROOT, _unavailable, fresh_postgres_database
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -75,6 +77,7 @@ def deployment(tmp_path_factory):
     databases = contextlib.ExitStack()  # dropped at the end, whatever fails on the way
     meta_db = databases.enter_context(fresh_postgres_database("twins_deploy_meta"))
     results_db = databases.enter_context(fresh_postgres_database("twins_deploy_results"))
+    inbox = databases.enter_context(serve_smtp())  # where the DAG's notifications go
     port = airflow_local.free_port()
     # The URL forms of docker-compose.yaml: they must work with exactly the packages the project installs.
     settings = {
@@ -88,6 +91,10 @@ def deployment(tmp_path_factory):
         "TWINS_WORK_DIR": str(base / "work"),
         "TWINS_DATASET_PATH": str(data),
         "TWINS_TASK_RETRIES": "2",  # the shipped default: bad input must not use them
+        # Notifications on, to the test's SMTP server; a 36 s deadline, which the first run overruns.
+        "AIRFLOW_CONN_TWINS_NOTIFY_SMTP": inbox.connection(),
+        "TWINS_DEADLINE_HOURS": "0.01",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
     }
     env = airflow_local.airflow_env(home, api_port=port, executor="CeleryExecutor", repo=ROOT, **settings)
     state = base / "state"
@@ -103,7 +110,14 @@ def deployment(tmp_path_factory):
         airflow_local.wait_healthy(f"http://127.0.0.1:{port}", pids, state)
         api = airflow_local.RestClient(f"http://127.0.0.1:{port}", airflow_local.admin_password(home), DAG_ID)
         api.wait_for_dag()
-        yield {"api": api, "data": data, "results_url": env["AIRFLOW_CONN_TWINS_RESULTS"], "state": state}
+        yield {
+            "api": api,
+            "data": data,
+            "results_url": env["AIRFLOW_CONN_TWINS_RESULTS"],
+            "state": state,
+            "inbox": inbox,
+            "base_url": f"http://127.0.0.1:{port}",
+        }
     finally:
         airflow_local.stop(pids)
         databases.close()
@@ -148,6 +162,13 @@ def test_deployed_dag_runs_end_to_end(deployment):
     # Preprocess ran its worker processes under the Celery worker (in a child process: not daemonic).
     preprocess_log = api.log(first, "preprocess")
     assert "daemonic" not in preprocess_log and "Running:" in preprocess_log
+    # It overran its 36 s deadline: the triggerer mailed that while it ran. Succeeding, it mailed nothing else.
+    inbox = deployment["inbox"]
+    results_tab = f"{deployment['base_url']}/dags/{DAG_ID}/runs/{quote(first, safe='')}/plugin/twins-run-results"
+    overdue = inbox.wait_for(lambda m: m["Subject"] == f"[Twins-SVT-L] run not finished after 36 s: {first}")
+    assert "has not finished 36 s later (state: running)" in plain(overdue)
+    assert f"Results: {results_tab}" in plain(overdue)
+    assert [m["Subject"] for m in inbox.mails if first in m["Subject"]] == [overdue["Subject"]]
 
     from twins_tasks.store import ResultsStore
 
@@ -158,6 +179,8 @@ def test_deployed_dag_runs_end_to_end(deployment):
     # A wrong path fails at once, with one try, and does not hold up the run queued behind it.
     bad = api.trigger({**conf, "dataset_path": str(deployment["data"]) + "-typo"})
     second = api.trigger(conf)
+    # Agreement with PyTorch held to an impossible limit: a regression check that fails (everything else cached).
+    regressed = api.trigger({**conf, "batch_sizes": [1], "max_agreement_abs_diff": 1e-12})
     bad_run = api.wait(bad, timeout_s=300)
     assert bad_run["state"] == "failed"
     bad_s = (
@@ -168,6 +191,9 @@ def test_deployed_dag_runs_end_to_end(deployment):
     (plan,) = [t for t in api.task_instances(bad) if t["task_id"] == "plan"]
     assert plan["state"] == "failed" and plan["try_number"] == 1
     assert "TwinsInputError: bad input (not retried): dataset folder" in _outside_groups(api.log(bad, "plan"))
+    # One mail for the failed run (the notify teardown, on a Celery worker), naming the failed task and its error.
+    failed_mail = inbox.wait_for(lambda m: m["Subject"] == f"[Twins-SVT-L] run failed: {bad}")
+    assert "- plan: TwinsInputError: bad input (not retried): dataset folder" in plain(failed_mail)
 
     started = time.monotonic()
     run = api.wait(second, timeout_s=900)
@@ -175,9 +201,29 @@ def test_deployed_dag_runs_end_to_end(deployment):
     assert run["state"] == "success", _why_failed(api, second)
     assert "Reusing preprocessed inputs" in api.log(second, "preprocess")
     assert "Reusing ONNX model" in api.log(second, "export")
-    assert f"Regression check against run {first}" in api.log(second, "regression_check")
+    assert f"the median of its last accepted runs (up to run {first})" in api.log(second, "regression_check")
     for i in (0, 1):
         assert "Reusing compiled artifact" in api.log(second, "per_batch_size.compile", map_index=i)
+
+    # A failed regression check: the run fails as before (the notify teardown does not decide its state), and one
+    # mail carries the verdict table the check recorded.
+    started = time.monotonic()
+    run = api.wait(regressed, timeout_s=600)
+    regressed_s = time.monotonic() - started
+    states = {t["task_id"]: t["state"] for t in api.task_instances(regressed)}
+    assert run["state"] == "failed" and states["regression_check"] == "failed" and states["notify"] == "success", states
+    mail = inbox.wait_for(lambda m: m["Subject"] == f"[Twins-SVT-L] regression check failed: {regressed}")
+    details = ResultsStore(deployment["results_url"]).get_run(regressed)["regression_details"]
+    assert_verdict_table(plain(mail), details)
+    assert any(c["metric"] == "max abs diff" and c["verdict"] == "regression" for c in details["checks"]), details
+    assert [m for m in inbox.mails if "failed" in m["Subject"] and regressed in m["Subject"]] == [mail]
     timings = deployment["state"] / "timings.json"
-    timings.write_text(json.dumps({"first_run_s": first_s, "bad_input_fail_s": bad_s, "second_run_s": second_s}))
-    print(f"deployed run timings: first {first_s:.0f} s, bad input failed in {bad_s:.0f} s, second {second_s:.0f} s")
+    timings.write_text(
+        json.dumps(
+            {"first_run_s": first_s, "bad_input_fail_s": bad_s, "second_run_s": second_s, "regressed_s": regressed_s}
+        )
+    )
+    print(
+        f"deployed run timings: first {first_s:.0f} s, bad input failed in {bad_s:.0f} s, second {second_s:.0f} s, "
+        f"regressed {regressed_s:.0f} s"
+    )

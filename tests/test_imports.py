@@ -16,7 +16,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "twins_tasks"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(("twins_tasks", "constants", "errors", "types"), 0),
     **dict.fromkeys(
-        ("files", "progress", "toolrun", "layout", "labels", "checks", "versions", "baseline", "store", "migrations"),
+        (
+            "files",
+            "progress",
+            "toolrun",
+            "layout",
+            "labels",
+            "checks",
+            "versions",
+            "baseline",
+            "store",
+            "history",
+            "migrations",
+        ),
         1,
     ),
     **dict.fromkeys(
@@ -34,7 +46,9 @@ LAYERS: dict[str, int] = {
         ),
         2,
     ),
-    **dict.fromkeys(("recipe", "steps", "results", "report", "regression", "run", "results_views"), 3),
+    **dict.fromkeys(
+        ("recipe", "steps", "results", "report", "regression", "run", "results_views", "retention", "notification"), 3
+    ),
     "cli": 4,
 }
 

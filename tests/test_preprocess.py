@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +18,12 @@ from twins_tasks import cli
 from twins_tasks.constants import BIN_BYTES, MEAN, STD
 from twins_tasks.errors import InputError
 from twins_tasks.labels import IMAGENET, imagenet_wnids
-from twins_tasks.preprocess.bins import STAMPS_NAME, preprocess
+from twins_tasks.preprocess import transform as transform_module
+from twins_tasks.preprocess import workers as workers_module
+from twins_tasks.preprocess.bins import INDEX_NAME, STAMPS_NAME, preprocess
 from twins_tasks.preprocess.dataset import list_dataset
 from twins_tasks.preprocess.manifest import CLASSES_NAME, MANIFEST_NAME, read_manifest
-from twins_tasks.preprocess.transform import transform_image
+from twins_tasks.preprocess.transform import transform_image, transform_rgb
 from twins_tasks.sample import make_sample, synthetic_photo
 
 
@@ -104,6 +109,133 @@ def test_transform_is_not_trivial(sample):
     assert array.std() > 0.1
 
 
+# ------------------------------------------------------------------------- images too elongated to resize whole
+
+
+def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture
+def bound(monkeypatch):
+    """Set the resize bound to ``pixels`` and fail the test if Pillow is asked for a larger resize."""
+
+    def set_bound(pixels: int) -> None:
+        transform_module._passes_match_pillow()  # its own probe resizes, made (and cached) before the patch
+        monkeypatch.setattr(transform_module, "MAX_RESIZED_PIXELS", pixels)
+        real = Image.Image.resize
+
+        def resize(self, size, *args, **kwargs):
+            assert size[0] * size[1] <= pixels, f"resized whole to {size}"
+            return real(self, size, *args, **kwargs)
+
+        monkeypatch.setattr(Image.Image, "resize", resize)
+
+    return set_bound
+
+
+@pytest.mark.parametrize("size", [(1, 600), (1, 257), (600, 1), (1000, 1), (1, 333)])
+def test_thin_image_crop_without_the_whole_resize_is_bit_identical(size, bound):
+    """Under the bound the whole resize is made (as ever); over it, only the crop: the same bits."""
+    image = _noise(*size, seed=sum(size))
+    whole = transform_rgb(image)
+    bound(1 << 24)  # these resizes are 16.8M to 65M pixels
+    np.testing.assert_array_equal(transform_rgb(image), whole)
+
+
+def test_thin_image_over_the_bound_equals_torchvision(tmp_path, torchvision_transform, bound):
+    path = tmp_path / "thin.png"
+    _noise(1, 700, seed=3).save(path)
+    expected = _reference(torchvision_transform, path)  # torchvision makes the whole 256x179200 resize
+    bound(1 << 20)
+    np.testing.assert_allclose(transform_image(path), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(2, 600), (600, 2), (300, 20000), (5, 4000)])
+def test_elongated_image_whose_crop_depends_on_the_pass_order_is_refused_over_the_bound(size, tmp_path, monkeypatch):
+    path = tmp_path / "long.png"
+    _noise(*size).save(path)
+    assert transform_image(path).shape == (3, 224, 224)  # under the bound: the whole resize, as ever
+    monkeypatch.setattr(transform_module, "MAX_RESIZED_PIXELS", 1000)
+    with pytest.raises(InputError) as info:
+        transform_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: a {size[0]}×{size[1]} image: Resize(256) would make it ")
+    assert "over the bound of 1,000), and its center crop depends on the order of Pillow's resampling passes" in message
+    assert "--skip-bad" in message
+
+
+def test_refused_when_the_passes_do_not_match_this_pillow(tmp_path, monkeypatch):
+    path = tmp_path / "thin.png"
+    _noise(1, 6000).save(path)
+    monkeypatch.setattr(transform_module, "_passes_match_pillow", lambda: False)
+    with pytest.raises(InputError, match=r"a 1×6000 image: .* cannot be computed exactly without that here"):
+        transform_image(path)
+
+
+def test_an_image_refused_as_too_elongated_is_skipped_and_recorded_with_skip_bad(sample, tmp_path):
+    root = _copy_sample(sample, tmp_path)
+    wide = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999998.png"
+    _noise(30000, 3).save(wide)  # resized whole: 2,560,000 x 256 (655 M pixels)
+    with pytest.raises(
+        InputError, match=rf"1 of 10 images cannot be decoded .*\n  {wide}: InputError: .*30000×3 image"
+    ):
+        preprocess(root, tmp_path / "bins", workers=2)
+    result = preprocess(root, tmp_path / "bins", workers=2, skip_bad=True)
+    assert [source for source, _ in result.bad] == [str(wide)]
+    row = {r.stem: r for r in read_manifest(tmp_path / "bins")}[wide.stem]
+    assert row.status == "skipped" and "over the bound of 67,108,864" in row.reason
+
+
+# A memory ceiling for one preprocess run in a child process: the whole 256x1,536,000 resize of a 108-byte PNG
+# needs 1.6 GB, the 1x60000 one 16 GB; the crops need next to nothing.
+_UNDER_A_CEILING = """
+import json, resource, sys
+from pathlib import Path
+from twins_tasks.errors import TwinsError
+from twins_tasks.preprocess import transform
+from twins_tasks.preprocess.bins import preprocess
+
+root, out, mode = sys.argv[1:]
+if mode == "whole":  # every resize made whole, as before the crop
+    transform.MAX_RESIZED_PIXELS = 1 << 62
+size = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (768 << 20),) * 2)
+try:
+    print(json.dumps({"written": preprocess(root, out, workers=2).num_written}))
+except TwinsError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def test_thin_pngs_preprocess_under_a_memory_ceiling(tmp_path):
+    root = tmp_path / "val"
+    for wnid, height in (("n01440764", 6000), ("n01443537", 60000)):
+        (root / wnid).mkdir(parents=True)
+        Image.new("RGB", (1, height), (200, 120, 40)).save(root / wnid / f"thin_{height}.png")
+    assert (root / "n01440764" / "thin_6000.png").stat().st_size < 200  # 108 bytes
+
+    def run(mode: str) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OPENBLAS_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, "-c", _UNDER_A_CEILING, str(root), str(tmp_path / mode), mode],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert run("crop") == {"written": 2}
+    flat = transform_rgb(Image.new("RGB", (300, 300), (200, 120, 40)))  # a flat picture stays flat when resized
+    for height in (6000, 60000):
+        written = np.fromfile(tmp_path / "crop" / f"thin_{height}.bin", dtype=np.float32).reshape(3, 224, 224)
+        np.testing.assert_array_equal(written, flat)
+    # The whole resize (the code before) runs out of memory there: the error names the image, not "MemoryError: ".
+    error = run("whole")["error"]
+    assert error.startswith(f"out of memory transforming {root}/"), error
+    assert "thin_6000.png (a 1×6000 RGB image)" in error or "thin_60000.png (a 1×60000 RGB image)" in error
+    assert "fewer --workers" in error
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -134,10 +266,13 @@ def test_bins_manifest_and_classes(sample, tmp_path):
         assert (row.status, row.reason) == ("ok", "")
     header = (out / MANIFEST_NAME).read_text().splitlines()[0]
     assert header == "stem,source,label,wnid,status,reason"
-    # Every file was renamed into place: no temp file is left.
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".bin")) == sorted(
-        [STAMPS_NAME, CLASSES_NAME, MANIFEST_NAME]
-    )
+    # Every file was renamed into place: no temp file is left. (The stat index holds only images older than a
+    # few seconds, so it is absent when the sample was made just now.)
+    assert {p.name for p in out.iterdir() if not p.name.endswith(".bin")} - {INDEX_NAME} == {
+        STAMPS_NAME,
+        CLASSES_NAME,
+        MANIFEST_NAME,
+    }
 
 
 def test_workers_give_identical_bytes(sample, tmp_path):
@@ -384,11 +519,15 @@ def test_source_changed_to_an_empty_file_is_a_bad_image_and_loses_its_old_bin(sa
     assert not (out / f"{source.stem}.bin").exists()
 
 
-def test_bins_without_stamps_are_redone_when_their_source_is_newer(sample, tmp_path):
+@pytest.mark.parametrize("stamps", ["none", "size and mtime"])
+def test_bins_without_stamps_are_redone_when_their_source_is_newer(sample, tmp_path, stamps):
     root = _copy_sample(sample, tmp_path)
     out = tmp_path / "bins"
     preprocess(root, out, workers=1)
-    (out / STAMPS_NAME).unlink()  # bins written by an older twins_tasks
+    # bins written by an older twins_tasks: no stamps, or stamps of size and mtime (stem, source, size, mtime_ns)
+    (out / STAMPS_NAME).unlink()
+    if stamps == "size and mtime":
+        (out / STAMPS_NAME).write_text("".join(f"{p.stem},{p},1,2\n" for p in root.rglob("*.JPEG")))
     source = sorted(root.rglob("*.JPEG"))[0]
     synthetic_photo(300, 300, seed=7).save(source, "JPEG")
     os.utime(source, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
@@ -420,7 +559,8 @@ def test_disk_full_says_no_space_left_and_leaves_no_temp_files(sample, small_dis
     message = str(info.value)
     assert message.startswith(f"no space left on {out} (No space left on device;")
     assert "pass another --bin_path" in message
-    leftovers = [p.name for p in out.iterdir() if not p.name.endswith(".bin")]
+    # the image hashes' stat cache (written before any bin) stays valid and is kept
+    leftovers = [p.name for p in out.iterdir() if not p.name.endswith(".bin") and p.name != INDEX_NAME]
     assert leftovers == [], leftovers  # no temp file, no manifest
     assert all(p.stat().st_size == BIN_BYTES for p in out.glob("*.bin"))  # only whole bins
 
@@ -448,6 +588,41 @@ def test_dangling_image_link_is_a_bad_image_and_does_not_crash_the_fingerprint(s
     record = prepare_inputs(root, tmp_path / "cache", workers=1, skip_bad=True)
     assert [source for source, _ in record["bad"]] == [str(link)]
     assert record["num_images"] == 10
+
+
+def test_dangling_image_link_is_refused_before_any_preprocessing(sample, tmp_path, monkeypatch):
+    from twins_tasks.preprocess.inputs import prepare_inputs
+
+    root = _copy_sample(sample, tmp_path)
+    link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
+    link.symlink_to(tmp_path / "gone.JPEG")
+    monkeypatch.setattr(workers_module, "transform_image", lambda path: pytest.fail(f"decoded {path}"))
+    expected = (
+        rf"1 of 10 images cannot be read \(nothing was preprocessed\):\n  {link}: dangling symlink or symlink loop"
+    )
+    with pytest.raises(InputError, match=expected):
+        preprocess(root, tmp_path / "bins", workers=1)
+    with pytest.raises(InputError, match=expected):
+        prepare_inputs(root, tmp_path / "cache", workers=1)
+    assert list(tmp_path.rglob("*.bin")) == []
+
+
+def test_dangling_image_link_with_skip_bad_is_named_and_recorded_as_skipped(sample, tmp_path, run_cli, caplog):
+    from twins_tasks.preprocess.inputs import skipped_fields
+
+    root = _copy_sample(sample, tmp_path)
+    link = next(p for p in root.iterdir() if p.is_dir()) / "ILSVRC2012_val_09999999.JPEG"
+    link.symlink_to(tmp_path / "gone.JPEG")
+    record = tmp_path / "record.json"
+    args = ["prepare-inputs", "--root_path", str(root), "--cache-dir", str(tmp_path / "cache"), "--record", str(record)]
+    with caplog.at_level("WARNING", logger="twins_tasks.preprocess"):
+        assert run_cli([*args, "--skip-bad", "--workers", "1"]) == 0
+    assert f"Cannot read {link}: dangling symlink or symlink loop (-> {tmp_path}/gone.JPEG)" in caplog.text
+    inputs = json.loads(record.read_text())
+    assert inputs["num_images"] == 10 and inputs["num_written"] == 9
+    assert skipped_fields(inputs) == {"num_skipped": 1, "skipped_images": [f"{link.parent.name}/{link.name}"]}
+    row = {r.stem: r for r in read_manifest(inputs["bin_path"])}[link.stem]
+    assert row.status == "skipped" and "dangling symlink" in row.reason
 
 
 def test_image_link_to_itself_is_a_bad_image(sample, tmp_path):

@@ -19,11 +19,10 @@ from twins_tasks import results_views as views
 from twins_tasks.baseline import BASELINE_PRESETS
 from twins_tasks.perf import parse_summary
 from twins_tasks.recipe import RecipeConfig
-from twins_tasks.regression import RegressionOutcome, compare
 from twins_tasks.report import TERMINAL_WIDTH, TEXT_WIDTH, plain_table, render, render_text, write_report
 from twins_tasks.results import build_run, record_results
 from twins_tasks.store import ResultsStore
-from twins_tasks.types import PerfResult, Thresholds
+from twins_tasks.types import PerfResult
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = BASELINE_PRESETS["recipe-gpu"]
@@ -185,7 +184,7 @@ def test_run_page_defaults_to_the_baseline_of_the_runs_report(
     config = RecipeConfig(dataset_path="/data/val", random_init=True, batch_sizes=(1, 4), baseline=baseline)
     rows = [{"batch_size": bs, "status": "ok", "throughput": 3.0} for bs in (1, 4)]
     kw: dict[str, Any] = {"inputs": _inputs(), "model": _model(), "backend_description": {"backend": "onnxruntime"}}
-    record_results(store, config, run_key="r", source="cli", rows=rows, **kw)
+    record_results(store, config, run_key="r", source="cli", rows=rows, run_uid="u", **kw)
     report = write_report(store, "r", config.baseline, tmp_path)
 
     detail = views.run_detail(store, "r")
@@ -213,24 +212,29 @@ def test_a_run_recorded_before_the_baseline_was_kept_gets_its_devices_preset(tmp
 
 
 def _details() -> dict[str, Any]:
-    previous = [
-        {"batch_size": 1, "top1": 83.7, "throughput": 100.0, "throughput_min": 99.0, "throughput_max": 101.0},
-        {"batch_size": 2, "top1": 83.7, "throughput": 120.0, "throughput_min": 110.0, "throughput_max": 130.0},
-        {"batch_size": 4, "top1": 83.7, "throughput": 120.0},
+    """Details as the check recorded them before issue 18's table: lines, parsed for the page."""
+    regressions = [
+        "bs1 top-1: 83.70% -> 82.00% (drop +1.70 pp, allowed 1.00 pp)",
+        "bs1 throughput: 100.00 -> 80.00 img/s (drop +20.0%, allowed 10.0%; rounds 99.00-101.00 -> 80.00-80.00 "
+        "img/s); confirmed by a re-measurement: bs1 throughput: 100.00 -> 79.00 img/s (drop +21.0%, allowed 10.0%; "
+        "rounds 99.00-101.00 -> 79.00-79.00 img/s)",
     ]
-    current = [
-        {"batch_size": 1, "top1": 82.0, "throughput": 80.0},
-        {"batch_size": 2, "top1": 83.7, "throughput": 100.0, "throughput_min": 95.0, "throughput_max": 112.0},
-        {"batch_size": 4, "top1": 83.7, "throughput": 130.0},
-        {"batch_size": 8, "top1": 1.0, "throughput": 1.0},
+    notes = [
+        "bs2 top-1: 83.70% -> 83.70% (drop +0.00 pp, allowed 1.00 pp)",
+        "bs2 throughput: 120.00 -> 100.00 img/s (drop +16.7%, allowed 10.0%; rounds 110.00-130.00 -> 95.00-112.00 "
+        "img/s, ranges overlap: within noise)",
+        "bs4 top-1: 83.70% -> 83.70% (drop +0.00 pp, allowed 1.00 pp)",
+        "bs4 throughput: 120.00 -> 130.00 img/s (drop -8.3%, allowed 10.0%; rounds 120.00-120.00 -> 130.00-130.00 "
+        "img/s, faster beyond noise)",
+        "bs8: no previous result to compare with",
     ]
-    regressions, notes, _ = compare(current, previous, Thresholds(max_top1_drop=1.0))
-    regressions[1] += (
-        "; confirmed by a re-measurement: bs1 throughput: 100.00 -> 79.00 img/s (drop +21.0%, allowed 10.0%; "
-        "rounds 99.00-101.00 -> 79.00-79.00 img/s)"
-    )
-    outcome = RegressionOutcome("failed", "manual__prev", None, regressions, notes, {"16": "ToolError: <atc> 1"})
-    return outcome.details()
+    return {
+        "status": "failed",
+        "compared_with": "manual__prev",
+        "regressions": regressions,
+        "notes": notes,
+        "incomplete": {"16": "ToolError: <atc> 1"},
+    }
 
 
 def test_regression_details_become_one_row_per_batch_size_and_metric():
@@ -364,6 +368,6 @@ def test_recorded_run_counts_say_run_not_runs(tmp_path: Path, caplog: pytest.Log
     rows = [{"batch_size": 1, "status": "ok", "throughput": 3.0}]
     kw: dict[str, Any] = {"inputs": _inputs(), "model": _model(), "backend_description": {"backend": "onnxruntime"}}
     with caplog.at_level(logging.INFO, logger="twins_tasks.results"):
-        record_results(store, config, run_key="r", source="cli", rows=rows, **kw)
+        record_results(store, config, run_key="r", source="cli", rows=rows, run_uid="u", **kw)
     assert "(1 batch size, status success)" in caplog.text
     assert "the database now holds 1 run, 1 batch result" in caplog.text and "1 runs" not in caplog.text

@@ -7,6 +7,7 @@ import pytest
 from twins_tasks.cli.arguments import recipe_from_args
 from twins_tasks.errors import InputError, MissingOutputError, ToolError
 from twins_tasks.recipe import BackendSettings, RecipeConfig
+from twins_tasks.types import RetentionPolicy
 
 
 def _dag_params(**extra):
@@ -29,7 +30,7 @@ def _dag_params(**extra):
         "outfmt": "TXT",
         "baseline": None,
         "max_top1_drop": 0.5,
-        "max_throughput_drop_pct": 10.0,
+        "max_throughput_drop_pct": 5.0,
     }
     return {**params, **extra}
 
@@ -61,6 +62,12 @@ def test_cli_flags_and_dag_params_of_the_same_setup_give_the_same_configuration(
     # "recipe default" (the form's wording) and no flag (the CLI) are the same setting: no --precision_mode.
     assert from_dag.backend.precision_mode is None and from_dag.key_options == from_cli.key_options
     assert RecipeConfig.from_dict(from_dag.to_dict()) == from_dag
+    # The retention policy: the same defaults, and the same values from Params and flags.
+    assert from_dag.retention == from_cli.retention == RetentionPolicy()
+    retention = {"keep_runs": 1, "keep_failed_days": 2.5, "grace_hours": 6.0, "cache_budget_gib": None}
+    flags = ("--keep-runs", "1", "--keep-failed-days", "2.5", "--grace-hours", "6", "--cache-budget-gib", "none")
+    cli = recipe_from_args(_cli_args("--root_path", "/data/val", "--random-init", *flags))
+    assert RecipeConfig.from_params(_dag_params(**retention)).retention == cli.retention == RetentionPolicy(**retention)
 
 
 def test_old_flag_spellings_stay_as_aliases():
@@ -78,6 +85,8 @@ def test_old_flag_spellings_stay_as_aliases():
         ({"baseline": "1:abc"}, "baseline '1:abc'"),
         ({"precision_mode": "fastest"}, "precision mode 'fastest'"),
         ({"opset": 9}, "opset 9"),
+        ({"keep_runs": -1}, "keep_runs -1"),
+        ({"cache_budget_gib": -1.0}, "cache_budget_gib -1"),
     ],
 )
 def test_one_validation_names_the_bad_setting(change, words):

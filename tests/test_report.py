@@ -6,9 +6,7 @@ import pytest
 
 from twins_tasks.baseline import BASELINE_PRESETS, parse_baseline_numbers
 from twins_tasks.errors import InputError
-from twins_tasks.regression import compare
 from twins_tasks.report import best_batch_size, perf_table, render
-from twins_tasks.types import Thresholds
 
 
 def test_perf_table_with_baseline_and_ratio():
@@ -76,25 +74,6 @@ def test_render_says_random_weights_and_generated_data():
     )
     assert "random weights" in text and "generated images, not ImageNet" in text
     assert "| 1 | 0.0 | 3.1 | 32 | 0 | 100.0 | 4.00e-06 |" in text
-
-
-def test_regression_compare():
-    previous = [
-        {"batch_size": 1, "top1": 83.7, "throughput": 100.0},
-        {"batch_size": 4, "top1": 83.7, "throughput": 120.0},
-    ]
-    same = [{"batch_size": 1, "top1": 83.6, "throughput": 95.0}, {"batch_size": 4, "top1": 83.7, "throughput": 121.0}]
-    regressions, notes, suspects = compare(same, previous, Thresholds())
-    assert regressions == [] and len(notes) == 4 and suspects == []
-    worse = [{"batch_size": 1, "top1": 82.0, "throughput": 80.0}, {"batch_size": 8, "top1": 1.0, "throughput": 1.0}]
-    regressions, notes, suspects = compare(worse, previous, Thresholds(max_top1_drop=1.0, max_throughput_drop_pct=10))
-    assert regressions == [
-        "bs1 top-1: 83.70% -> 82.00% (drop +1.70 pp, allowed 1.00 pp)",
-        "bs1 throughput: 100.00 -> 80.00 img/s (drop +20.0%, allowed 10.0%; rounds 100.00-100.00 -> 80.00-80.00 img/s)",
-    ]
-    assert suspects == [1]
-    assert notes == ["bs8: no previous result to compare with"]
-    assert Thresholds.from_mapping({"max_top1_drop": "2"}).max_top1_drop == 2.0
 
 
 def test_render_shows_skipped_images_failed_batch_sizes_and_perf_spread():

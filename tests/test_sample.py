@@ -53,6 +53,41 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert a != c and set(a.values()).isdisjoint(c.values())
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    """Each picture has its own random stream: how many processes write them changes nothing."""
+    one = make_sample(tmp_path / "one", classes=3, per_class=4, seed=11, workers=1)
+    two = make_sample(tmp_path / "two", classes=3, per_class=4, seed=11, workers=2)
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+
+
+def test_workers_start_clean_while_another_thread_holds_a_lock(tmp_path):
+    """A plain fork copies other threads' locks as they are; with another thread running, the workers come from
+    a forkserver instead, so a lock held elsewhere in this process cannot hang them (as one did in pytest)."""
+    import threading
+
+    from twins_tasks.preprocess.workers import worker_context
+
+    if threading.active_count() == 1:  # (an earlier test may have left threads in this process)
+        assert worker_context("twins_tasks.sample").get_start_method() == "fork"  # the cheap start
+    held, release = threading.Lock(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            release.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert worker_context("twins_tasks.sample").get_start_method() == "forkserver"
+        one = make_sample(tmp_path / "one", classes=2, per_class=3, seed=5, workers=1)
+        two = make_sample(tmp_path / "two", classes=2, per_class=3, seed=5, workers=2)
+        assert _tree(tmp_path / "one") == _tree(tmp_path / "two") and len(one) == len(two) == 6
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_special_files_and_varied_sizes(tmp_path):
     paths = make_sample(tmp_path, classes=3, per_class=3, seed=0)
     kinds = []

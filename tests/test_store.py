@@ -159,3 +159,92 @@ def test_url_with_a_bad_port_or_unclosed_ipv6_bracket_is_an_input_error(url, sho
     assert "results database URL postgresql+psycopg" in message and shown in message
     assert "s3cret" not in message
     assert "port must be a number" in message and "[::1]" in message and "TWINS_RESULTS_URL" in message
+
+
+# --------------------------------------------------------------------------------------- run identity (issue 17 item 2)
+
+A, B = "a" * 32, "b" * 32  # two runs' identities (run_uid)
+
+
+def test_a_run_name_another_run_recorded_is_refused_and_a_retry_of_the_same_run_upserts(tmp_path):
+    from twins_tasks.errors import InputError
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    store.record_run(_run("scheduled__2026-12-01", run_uid=A, source="airflow:dag"), _batches((1, 9.5)))
+    # The same run again (Airflow retrying `record`, or a cleared `record`): upserted as before.
+    store.check_run_key("scheduled__2026-12-01", A)
+    store.record_run(_run("scheduled__2026-12-01", run_uid=A, source="airflow:dag"), _batches((1, 9.7)))
+    assert store.count_rows() == (1, 1) and store.get_run("scheduled__2026-12-01")["batches"][0]["throughput"] == 9.7
+    store.check_run_key("scheduled__2026-12-02", B)  # a free name passes
+    # Another run (another deployment's scheduled run, a second `twins run --run-name`): refused up front...
+    with pytest.raises(InputError) as info:
+        store.check_run_key("scheduled__2026-12-01", B)
+    message = str(info.value)
+    assert (
+        f"run name 'scheduled__2026-12-01' is already recorded in the results database sqlite:///{tmp_path}" in message
+    )
+    assert "by another run: source airflow:dag, on 20" in message and " UTC; it is kept as it is" in message
+    assert "Nothing was computed yet" in message and "Choose another run name (twins run --run-name" in message
+    assert "each Airflow deployment its own Connection twins_results" in message
+    # ...and at record, should it have taken the name while this one computed: nothing of the first is replaced.
+    with pytest.raises(InputError, match="This run's results were not recorded"):
+        store.record_run(_run("scheduled__2026-12-01", run_uid=B, source="cli"), _batches((4, 1.0)))
+    kept = store.get_run("scheduled__2026-12-01")
+    assert (
+        kept["run_uid"] == A and kept["source"] == "airflow:dag" and [b["batch_size"] for b in kept["batches"]] == [1]
+    )
+
+
+def test_rows_recorded_before_run_identities_are_not_replaced_by_a_new_run(tmp_path):
+    from twins_tasks.errors import InputError
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    store.record_run(_run("old"), _batches((1, 9.5)))  # no run_uid, as every row recorded before revision 0003
+    for refuse in (lambda: store.check_run_key("old", A), lambda: store.record_run(_run("old", run_uid=A), [])):
+        with pytest.raises(InputError, match=r"by another run \(before runs carried an identity\): source cli"):
+            refuse()
+    # A record without an identity (a retry of a run planned before the upgrade) still upserts its own row.
+    store.record_run(_run("old"), _batches((1, 9.6)))
+    assert store.count_rows() == (1, 1) and store.get_run("old")["batches"][0]["throughput"] == 9.6
+
+
+def _dataset(tmp_path):
+    val = tmp_path / "val"
+    (val / "n01440764").mkdir(parents=True)
+    return val
+
+
+def test_dag_plan_keeps_the_runs_identity_in_its_run_folder(tmp_path):
+    # A retried or cleared plan of the same DAG run reads back its identity; another deployment (its own work
+    # folder) planning the same run id against the same results database is refused before any compute.
+    from twins_tasks.errors import InputError
+    from twins_tasks.recipe import BackendSettings, RecipeConfig
+    from twins_tasks.steps import plan_run
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    config = RecipeConfig(
+        dataset_path=str(_dataset(tmp_path)), random_init=True, backend=BackendSettings("onnxruntime")
+    )
+    key = "scheduled__2026-12-01T02:00:00+00:00"
+    first = plan_run(config, work_dir=tmp_path / "deployment-a", run_key=key, store=store)
+    store.record_run(_run(key, run_uid=first["run_uid"], source="airflow:dag"), _batches((1, 9.5)))
+    again = plan_run(config, work_dir=tmp_path / "deployment-a", run_key=key, store=store)
+    assert again["run_uid"] == first["run_uid"] and len(first["run_uid"]) == 32
+    with pytest.raises(InputError, match="run name 'scheduled__2026-12-01T02:00:00.00:00' is already recorded"):
+        plan_run(config, work_dir=tmp_path / "deployment-b", run_key=key, store=store)
+
+
+def test_twins_run_refuses_a_run_name_another_run_recorded_before_any_compute(tmp_path, capsys):
+    from twins_tasks.cli import main
+    from twins_tasks.store import new_run_uid
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    ResultsStore(url).record_run(_run("by-hand", run_uid=new_run_uid()), _batches((1, 9.5)))
+    work = tmp_path / "other-work"
+    argv = ["run", "--root_path", str(_dataset(tmp_path)), "--random-init", "--backend", "onnxruntime",
+            "--work-dir", str(work), "--run-name", "by-hand", "--results-url", url]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "twins run: error: run name 'by-hand' is already recorded" in err and "Nothing was computed yet" in err
+    assert not work.exists()  # no inputs prepared, no model exported, no run folder
+    assert ResultsStore(url).get_run("by-hand")["batches"][0]["throughput"] == 9.5

@@ -309,6 +309,94 @@ def test_postgres_check_writable(fresh_postgres_url):
     store.engine.dispose()
 
 
+@pytest.mark.postgres
+def test_postgres_role_without_usage_on_the_id_sequences_fails_check_writable(fresh_postgres_url):
+    # Issue 17 item 3: such a role passed the check (it only probed alembic_version) and `record` then failed
+    # after all the compute. The check now inserts what `record` will insert, and rolls it back.
+    import uuid
+
+    from sqlalchemy.exc import DBAPIError
+
+    owner = ResultsStore(fresh_postgres_url)  # the schema, made by the database's owner
+    role = f"twins_noseq_{uuid.uuid4().hex[:8]}"
+    database = fresh_postgres_url.rsplit("/", 1)[1]
+    with owner.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+        conn.exec_driver_sql(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
+    url = fresh_postgres_url.replace("postgres@", f"{role}@", 1)
+    store = ResultsStore(url)
+    try:
+        with pytest.raises(InputError) as info:
+            store.check_writable()
+        message = str(info.value)
+        assert "the results database postgresql+psycopg" in message and f"{role}@127.0.0.1:5432/{database}" in message
+        assert "cannot be written: permission denied for sequence" in message and "Nothing was computed yet" in message
+        assert "USAGE on their id sequences" in message
+        with pytest.raises(DBAPIError, match="permission denied for sequence"):  # what `record` would have met
+            store.record_run({"run_key": "r", "config_key": "c", "model_name": "m", "weights": "w",
+                              "random_init": True, "backend": "onnxruntime"}, [])  # fmt: skip
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+        store.check_writable()  # with the rights `record` needs it passes, and leaves no row behind
+        assert store.count_rows() == (0, 0)
+    finally:
+        store.engine.dispose()
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+        owner.engine.dispose()
+
+
+def _damage_pages(path: Path, names: tuple[str, ...]) -> None:
+    """Overwrite every page of these tables or indexes with garbage (never the header, never the schema page)."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        marks = ", ".join("?" * len(names))
+        pages = [n for (n,) in conn.execute(f"SELECT pageno FROM dbstat WHERE name IN ({marks})", names)]
+    assert pages and 1 not in pages
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek((page - 1) * page_size)
+            f.write(bytes(range(256)) * (page_size // 256))
+
+
+@pytest.mark.parametrize("damaged", ["tables", "indexes"])
+def test_sqlite_file_with_damaged_pages_is_named_before_any_compute(tmp_path, capsys, damaged):
+    # Issue 17 item 4: the header (and the schema) intact, pages damaged: the start check passed, and `twins
+    # results` and `twins run` (after all the compute) died with DatabaseError tracebacks.
+    from twins_tasks.cli import main
+
+    path = tmp_path / "results.db"
+    url = f"sqlite:///{path}"
+    _fill_first_release(url)
+    ResultsStore(url).engine.dispose()  # upgraded to head: what a nightly opens
+    if damaged == "tables":  # reading a run fails: the check meets the damage itself
+        _damage_pages(path, ("validation_run", "batch_result"))
+    else:  # reads work, and `record` would fail: quick_check reports the damage
+        _damage_pages(path, ("ix_validation_run_config_key", "ix_validation_run_recorded_at"))
+    store = ResultsStore(url)  # the open reads only the schema and its stamp: fast, and it still works
+    with pytest.raises(InputError) as info:
+        store.check_writable()  # at plan / the start of `twins run`
+    message = str(info.value)
+    assert f"the results database file {path} is damaged or not a SQLite database (" in message
+    assert "restore it from a backup" in message and f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`" in message
+    assert message.endswith("Nothing was computed yet") and "\n" not in message
+    # Whatever meets the damage later (a record after the compute, `twins results`) says the same, no traceback.
+    with pytest.raises(InputError, match="is damaged or not a SQLite database"):
+        store.record_run({"run_key": "r", "config_key": "cfg", "model_name": "m", "weights": "w",
+                          "random_init": True, "backend": "onnxruntime"}, [])  # fmt: skip
+    store.engine.dispose()
+    if damaged == "tables":
+        for extra in ([], ["--run", "old-1"]):
+            assert main(["results", "--url", url, *extra]) == 2
+            err = capsys.readouterr().err
+            assert f"twins results: error: the results database file {path} is damaged" in err and ".recover" in err
+
+
 # --------------------------------------------------------------------------------------- run ids
 
 
@@ -399,3 +487,91 @@ def test_results_command_refuses_a_missing_sqlite_file(tmp_path, capsys, extra):
     # `twins run` and the DAG open the store directly: a new database is still created there.
     ResultsStore(f"sqlite:///{path}").engine.dispose()
     assert main(["results", "--url", f"sqlite:///{path}"]) == 0
+
+
+# --------------------------------------------------------------------------------------- killed upgrades
+
+
+# Run in a fresh interpreter: forking pytest itself (which has threads: servers, log handlers) can leave the child
+# deadlocked on a lock another thread held at the fork. This process has one thread, so its forks are safe.
+_KILL_EACH_STATEMENT = """
+import os, shutil, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from twins_tasks.store import ResultsStore
+
+pristine, folder = sys.argv[1], sys.argv[2]
+for statements in range(1, 200):
+    path = os.path.join(folder, f"killed-{statements}.db")
+    if pristine:
+        shutil.copyfile(pristine, path)
+    pid = os.fork()
+    if pid == 0:  # the child opens (creates or upgrades) the copy and SIGKILLs itself after that many statements
+        count = 0
+
+        def after(*_):
+            global count
+            count += 1
+            if count == statements:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        event.listen(Engine, "after_cursor_execute", after)
+        try:
+            ResultsStore(f"sqlite:///{path}")
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+        os.remove(path)
+        break  # the open finished: every statement of it has been a kill point
+    print(path)
+"""
+
+
+def _killed_opens(pristine: Path | None, folder: Path) -> list[Path]:
+    """Copies of ``pristine`` (or new files) whose open (create or upgrade) was SIGKILLed after its 1st, 2nd, …
+    SQL statement, one per statement the open makes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_EACH_STATEMENT, str(pristine or ""), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [Path(line) for line in proc.stdout.split()]
+
+
+def _stamped(url: str, revision: str) -> None:
+    """Stamp a first-release database at ``revision`` (as an older twins_tasks left it after its upgrade)."""
+    from alembic import command
+
+    from twins_tasks.store import _alembic_config
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        command.stamp(_alembic_config(conn), revision)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("start", [f"revision {BASE_REVISION}", "first release", "new"])
+def test_sqlite_schema_change_killed_at_any_statement_leaves_a_database_that_opens(tmp_path, start):
+    # Issue 17 item 1: each ALTER TABLE committed alone while the revision stamp stayed old, so a kill mid-upgrade
+    # left "duplicate column name: status" for every later open. Now the change and its stamp commit together.
+    pristine = tmp_path / "pristine.db"
+    before = _fill_first_release(f"sqlite:///{pristine}") if start != "new" else {}
+    if start.startswith("revision"):
+        _stamped(f"sqlite:///{pristine}", BASE_REVISION)
+    killed = _killed_opens(pristine if before else None, tmp_path)
+    for path in killed:
+        store = ResultsStore(f"sqlite:///{path}")  # opens, and creates or upgrades from where the kill left it
+        assert store.schema_revision() == head_revision(), path.name
+        if before:
+            old = sa.MetaData()
+            first_release_tables(old)
+            with store.engine.connect() as conn:
+                for name, rows in before.items():
+                    table = old.tables[name]
+                    assert [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))] == rows
+        store.engine.dispose()
+    assert len(killed) >= 5  # the change took several statements, and each was a kill point

@@ -246,6 +246,20 @@ def test_json_endpoints(client, store: ResultsStore) -> None:
     assert client.get("/api/runs", params={"limit": 0}).status_code == 422
 
 
+def test_a_database_damaged_while_the_ui_runs_is_a_503_naming_it(client, store: ResultsStore) -> None:
+    from test_store_migrations import _damage_pages
+
+    assert client.get("/api/runs").status_code == 200  # the store is open and cached
+    path = store.url.removeprefix("sqlite:///")
+    _damage_pages(Path(path), ("validation_run", "batch_result"))
+    client.app.state.stores.get().engine.dispose()  # new connections (an open one trusts its page cache)
+    for route, wants in (("/api/runs", "json"), ("/", "html")):
+        response = client.get(route, headers={"Accept": "text/html"} if wants == "html" else {})
+        assert response.status_code == 503, (route, response.text[:300])
+        text = response.json()["detail"] if wants == "json" else response.text
+        assert "results database unavailable" in text and f"{path} is damaged" in text, text[:500]
+
+
 def test_pages_escape_user_text_and_forbid_inline_script(client) -> None:
     for path, params in [
         ("/", {}),

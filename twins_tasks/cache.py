@@ -1,12 +1,14 @@
 """Content-addressed caches: a nightly run whose inputs did not change reuses earlier work.
 
-Keys: preprocessed inputs = dataset fingerprint + transform version + limit; ONNX model = checkpoint hash +
+Keys: preprocessed inputs = dataset content + transform version + limit; ONNX model = checkpoint hash +
 export options; compiled artifact = model hash + batch size + backend options. Each entry is a directory
 built under a temporary name and renamed into place, so a concurrent run never sees half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +216,7 @@ def compile_cached(
     sweep_stale_temps(section)
     target = section / f"{backend.name}_bs{batch_size}_{key}"
     record_path = target / COMPILE_RECORD
+    mark_used(target)  # before the check: the cache budget keeps what a run is about to reuse
     record = load_record(record_path, "artifact", size_key="artifact_size")
     if record is not None:
         log.info(
@@ -235,3 +239,51 @@ def compile_cached(
         record["key"] = key
         write_json_atomic(tmp / COMPILE_RECORD, record)
     return {**require_record(record_path, "artifact", size_key="artifact_size"), "cached": False}
+
+
+# Use markers, for the caches' size budget (twins_tasks.retention evicts least recently used entries first). An
+# entry's last use is the mtime of its USE_STAMP (never stamped, or a file entry: its own mtime); a process working
+# with an entry holds a shared flock on its USE_LOCK, which eviction takes exclusively before it moves the entry
+# away, so an entry a live run holds is never evicted.
+CACHE_SECTIONS = ("bins", "onnx", "compiled", "reference")
+USE_STAMP = ".twins-used"
+USE_LOCK = ".twins-use.lock"
+
+
+def cache_entry(path: str | Path) -> Path | None:
+    """The cache entry (``<cache>/<section>/<entry>``) that ``path`` is, or lies in; None for a path outside one."""
+    path = Path(path)
+    for candidate in [path, *path.parents][:4]:
+        if candidate.parent.name in CACHE_SECTIONS:
+            return candidate
+    return None
+
+
+def mark_used(entry: str | Path) -> None:
+    """Note that a run uses this cache entry now (a folder, or a file entry such as a reference ``.npz``)."""
+    entry = Path(entry)
+    with contextlib.suppress(OSError):  # a read-only cache is reused all the same, without a stamp
+        if entry.is_dir():
+            (entry / USE_STAMP).touch()
+        elif entry.is_file():
+            os.utime(entry)
+
+
+@contextlib.contextmanager
+def in_use(*paths: str | Path) -> Iterator[None]:
+    """Hold the cache entries that ``paths`` are or lie in for the block (a shared lock each): eviction skips them.
+
+    Paths outside the cache (a folder of the user's own) are left alone: no marker is written there.
+    """
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            entry = cache_entry(path)
+            if entry is None or not entry.is_dir():
+                continue
+            try:
+                handle = stack.enter_context(open(entry / USE_LOCK, "a+b"))
+            except OSError:  # read-only cache, or the entry is gone: the step says what is missing
+                continue
+            fcntl.flock(handle, fcntl.LOCK_SH)  # waits only while an eviction of this very entry is under way
+            mark_used(entry)
+        yield

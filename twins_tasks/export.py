@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cache import discard_incomplete, load_record, relative_paths, require_record, sweep_stale_temps
+from .cache import discard_incomplete, load_record, mark_used, relative_paths, require_record, sweep_stale_temps
 from .checks import check_weights_choice
 from .constants import DEFAULT_MODEL, DEFAULT_OPSET, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .errors import CheckpointError, InputError, ParityError, ToolError
@@ -552,6 +552,7 @@ def prepare_model(
     sweep_stale_temps(section)  # a killed export leaves ~380 MB under a temp name
     target = section / f"{model_name}_{key}"
     record_path = target / EXPORT_RECORD
+    mark_used(target)  # before the check: the cache budget keeps what a run is about to reuse
     record = load_record(record_path, "onnx", path_keys=_EXPORT_PATHS, size_key="size_bytes")
     if record is not None:
         log.info(

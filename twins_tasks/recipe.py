@@ -28,7 +28,7 @@ from .constants import (
     RECIPE_DEFAULT_PRECISION,
 )
 from .errors import InputError
-from .types import Thresholds
+from .types import RetentionPolicy, Thresholds
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class RecipeConfig:
     reference_images: int = 16
     baseline: str | dict[str, float] | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    # What the end of the run removes from the work dir (twins_tasks.retention); not part of the config key.
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,8 +141,10 @@ class RecipeConfig:
         return {
             "limit": self.limit,
             "loop": self.perf_loops,
+            "rounds": self.perf_rounds,
             "precision_mode": self.backend.precision_mode,
-            "batch_sizes": sorted(self.batch_sizes),
+            "op_select_implmode": self.backend.op_select_implmode,
+            "batch_sizes": sorted(self.batch_sizes),  # kept in the config, not in the key: one reference per size
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +161,7 @@ class RecipeConfig:
             backend["device_ids"] = parse_device_ids(backend["device_ids"])
         values["batch_sizes"] = tuple(values.get("batch_sizes", DEFAULT_BATCH_SIZES))
         values["thresholds"] = Thresholds.from_mapping(values.get("thresholds"))
+        values["retention"] = RetentionPolicy.from_mapping(values.get("retention"))
         return cls(backend=BackendSettings(**backend), **values)
 
     @classmethod
@@ -186,6 +191,7 @@ class RecipeConfig:
             reference_images=int(params.get("reference_images", DEFAULTS.reference_images)),
             baseline=params.get("baseline") or None,
             thresholds=Thresholds.from_mapping(params),
+            retention=RetentionPolicy.from_mapping(params),
         )
 
 

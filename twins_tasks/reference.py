@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import sweep_stale_temps
+from .cache import mark_used, sweep_stale_temps
 from .constants import DEFAULT_MODEL, IMAGE_SIZE
 from .errors import InputError, MissingOutputError, ParityError
 from .files import atomic_path, sha256_json, write_json_atomic
@@ -266,6 +266,7 @@ def prepare_reference(
     section = Path(cache_root) / "reference"
     sweep_stale_temps(section)
     path = section / f"{key}.npz"
+    mark_used(path)  # before the check: the cache budget keeps what a run is about to reuse
     if path.is_file():
         # Cheap integrity check: an .npz is a zip whose directory sits at its end, so a truncated one fails.
         if zipfile.is_zipfile(path):

@@ -131,20 +131,47 @@ def run_status(rows: list[dict[str, Any]]) -> str:
     return "success" if ok == len(rows) else "partial" if ok else "failed"
 
 
+# What makes two runs' numbers comparable: every setting the user chose that changes what is measured, and the
+# hardware class. Not the batch size: each batch size of a configuration has its own reference (regression.py).
+# Not the software versions: their changes are what the nightly exists to catch, and each verdict names them.
+# Changing this tuple changes every key: add a migration that recomputes the recorded ones (as r0004 does).
+CONFIG_KEY_FIELDS = (
+    "model_name",
+    "weights_id",
+    "dataset_fingerprint",
+    "limit",
+    "opset",
+    "backend",
+    "hardware",  # the SoC (Ascend); the execution provider, CPU model and cores (ONNX Runtime)
+    "precision_mode",
+    "op_select_implmode",
+    "loop",
+    "rounds",
+    "threads",  # ONNX Runtime intra-op threads as they ran (no --threads = all usable cores)
+    "providers",  # ONNX Runtime execution providers as they ran
+)
+
+
 def config_key(config: dict[str, Any]) -> str:
-    """Runs with the same key are comparable for regression checks."""
-    keys = (
-        "model_name",
-        "weights_id",
-        "dataset_fingerprint",
-        "limit",
-        "opset",
-        "backend",
-        "soc_version",
-        "precision_mode",
-        "loop",
-    )
-    return sha256_json({k: config.get(k) for k in keys})[:16]
+    """Runs with the same key are comparable for regression checks (per batch size)."""
+    return sha256_json({k: config.get(k) for k in CONFIG_KEY_FIELDS})[:16]
+
+
+def hardware_class(backend: dict[str, Any]) -> str | None:
+    """What the run ran on, as far as it changes the numbers: the SoC of an Ascend backend; otherwise the
+    backend's device (ONNX Runtime: execution provider, CPU model and usable cores, or the GPU's name)."""
+    if backend.get("backend") == "ascend":
+        return backend.get("soc_version")
+    device = backend.get("device")
+    return None if device is None else str(device)
+
+
+def backend_versions(backend: dict[str, Any]) -> dict[str, str]:
+    """The backend's own software versions (CANN for Ascend; ONNX Runtime's is among the installed packages)."""
+    versions = dict(backend.get("versions") or {})
+    if backend.get("cann_version"):
+        versions["CANN"] = str(backend["cann_version"])
+    return versions
 
 
 def weights_id(model: dict[str, Any]) -> str:
@@ -192,6 +219,7 @@ def build_run(
     baseline: Any = None,
     started_at: Any = None,
     finished_at: Any = None,
+    run_uid: str | None = None,
 ) -> dict[str, Any]:
     """The results-DB row of a run, from the records the steps returned (``backend`` = Backend.describe()).
 
@@ -205,6 +233,11 @@ def build_run(
         "opset": model.get("opset"),
         "backend": backend.get("backend"),
         "soc_version": backend.get("soc_version"),
+        "hardware": hardware_class(backend),
+        # As they ran (the backend resolves an unset --threads and --providers), so a 1-thread run and a 2-thread
+        # run are not compared; None for a backend without them.
+        "threads": backend.get("threads"),
+        "providers": backend.get("providers"),
         "synthetic_data": bool(inputs.get("synthetic_data")),
         "label_scheme": inputs.get("label_scheme"),
         **options,
@@ -212,6 +245,7 @@ def build_run(
     }
     return {
         "run_key": run_key,
+        "run_uid": run_uid,
         "source": source,
         "config_key": config_key(config),
         "config": config,
@@ -228,7 +262,7 @@ def build_run(
         "dataset_path": inputs["root_path"],
         "dataset_fingerprint": inputs["dataset_fingerprint"],
         "num_images": inputs["num_images"],
-        "versions": {**software_versions(), **backend.get("versions", {})},
+        "versions": {**software_versions(), **backend_versions(backend)},
         "status": "success",
         **skipped_fields(inputs),
         "started_at": started_at,
@@ -246,9 +280,15 @@ def record_results(
     model: dict[str, Any],
     backend_description: dict[str, Any],
     rows: list[dict[str, Any]],
+    run_uid: str | None,
     started_at: Any = None,
 ) -> RecordedRun:
-    """Upsert the run and its batch rows (a retry or re-run leaves exactly one set)."""
+    """Upsert the run and its batch rows (a retry or re-run leaves exactly one set).
+
+    ``run_uid`` is the run's identity from its plan (``PlanRecord["run_uid"]``): a run name another run
+    recorded is refused (:class:`~twins_tasks.errors.InputError`), a retry of this run replaces its own rows.
+    None only for a plan made by an older twins_tasks (see :meth:`ResultsStore.record_run`).
+    """
     run = build_run(
         run_key=run_key,
         source=source,
@@ -259,6 +299,7 @@ def record_results(
         baseline=config.baseline,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
+        run_uid=run_uid,
     )
     run["status"] = run_status(rows)
     failed = {str(r["batch_size"]): r["error"] for r in rows if r.get("status") == "failed"}

@@ -341,14 +341,42 @@ def _check_row(line: str, verdict: str) -> dict[str, Any]:
     return row
 
 
+def _table_row(check: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of a verdict recorded as a table (issue 18's ``checks``), in the shape of :func:`_check_row`."""
+    change = check.get("change") or ""
+    if change and check.get("allowed"):
+        change = f"{change} (allowed {check['allowed']})"
+    changed = f"changed since the reference: {check['changed']}" if check.get("changed") else ""
+    then = "; ".join(part for part in (check.get("note"), changed) if part)
+    return {
+        "batch_size": check.get("batch_size"),
+        "metric": check.get("metric"),
+        "old": check.get("reference") if check.get("reference") not in (None, "-") else None,
+        "new": check.get("new") if check.get("new") not in (None, "-") else None,
+        "change": change or "-",
+        "rounds": check.get("noise") or None,  # the noise the change had to exceed
+        "then": then or None,
+        "verdict": check.get("verdict") or "",
+    }
+
+
 def regression_view(details: Any) -> dict[str, Any] | None:
     """A run's stored regression details, for people: per batch size and metric, old -> new and the verdict.
 
-    Details are the check's dict (status, compared_with, regressions, notes, incomplete); older records may
-    hold a list of lines or a text, shown as rows without a verdict or as the text.
+    Details are the check's dict: since issue 18 with ``checks`` (the verdict table) and a ``headline``; before
+    that with lines (regressions, notes) parsed here; older records may hold a list of lines or a text, shown as
+    rows without a verdict or as the text.
     """
     if not details:
         return None
+    if isinstance(details, Mapping) and details.get("checks"):
+        return {
+            "status": details.get("status"),
+            "compared_with": details.get("compared_with"),
+            "headline": details.get("headline"),
+            "rows": [_table_row(c) for c in details["checks"] if isinstance(c, Mapping)],
+            "text": None,
+        }
     if isinstance(details, str):
         return {"status": None, "compared_with": None, "rows": [], "text": details}
     if not isinstance(details, Mapping):

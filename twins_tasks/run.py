@@ -16,6 +16,7 @@ from .recipe import RecipeConfig
 from .regression import regression_step
 from .report import TERMINAL_WIDTH, write_report
 from .results import collect_rows, record_results
+from .retention import apply_retention, own_run_folder
 from .steps import (
     chips_for_perf,
     compile_step,
@@ -26,7 +27,7 @@ from .steps import (
     prepare_reference_for,
     result_name,
 )
-from .store import ResultsStore
+from .store import ResultsStore, new_run_uid
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,11 @@ def run_recipe(
     """The whole recipe in this process: the same steps, in the same order, as the DAG's tasks."""
     started = dt.datetime.now(dt.UTC)
     store = ResultsStore(results_url)
-    plan = plan_run(config, work_dir=work_dir, run_key=run_key, store=store)
+    # A new identity per `twins run`: a --run-name another run recorded is refused at plan (and at record).
+    plan = plan_run(config, work_dir=work_dir, run_key=run_key, store=store, run_uid=new_run_uid())
     # Exclusively: two `twins run`s never share (and clean) one run folder.
     create_run_dir(Path(plan["run_dir"]).parent, Path(plan["run_dir"]).name)
+    owner = own_run_folder(plan["run_dir"])  # till the end: retention (here or elsewhere) leaves a live run alone
     backend = get_backend(plan["backend"], **plan["backend_options"])
     log.info("Run %s: backend %s, batch sizes %s, run folder %s", run_key, backend.name, plan["batch_sizes"],
              plan["run_dir"])  # fmt: skip
@@ -103,6 +106,7 @@ def run_recipe(
         model=model,
         backend_description=plan["backend_description"],
         rows=rows,
+        run_uid=plan["run_uid"],
         started_at=started,
     )
     report = write_report(store, run_key, config.baseline, plan["run_dir"], text_width=TERMINAL_WIDTH)
@@ -110,4 +114,6 @@ def run_recipe(
     print(f"\nReport: {report.path}\nResults database: {store.describe()} (run {run_key})")
     outcome = regression_step(store, config, plan, recorded, rows)
     print(outcome.text())
+    print(apply_retention(work_dir, store, config.retention, current_run_key=run_key).text())
+    owner.close()
     return {"recorded": recorded, "rows": rows, "regression": outcome.status, "ok": outcome.ok}

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, get_backend, resolve_backend_name
 from .baseline import resolve_baseline
-from .cache import compile_cached
+from .cache import compile_cached, in_use
 from .errors import InputError
 from .files import write_json_atomic
 from .inference import infer_checked
 from .reference import prepare_reference
+from .store import folder_run_uid
 from .types import PlanRecord
 
 if TYPE_CHECKING:
@@ -48,18 +49,26 @@ def describe_backend(backend: Backend) -> dict[str, Any]:
     return {"backend": backend.name, **backend.describe()}
 
 
-def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store: ResultsStore) -> PlanRecord:
-    """Everything that can fail before hours of work, checked on the host that will do it; the run's folders."""
+def plan_run(
+    config: RecipeConfig, *, work_dir: str | Path, run_key: str, store: ResultsStore, run_uid: str | None = None
+) -> PlanRecord:
+    """Everything that can fail before hours of work, checked on the host that will do it; the run's folders.
+
+    ``run_uid`` is the run's identity (``twins run`` makes a new one); without it, the one kept in the run
+    folder, so that a retried or cleared plan of the same DAG run gets the identity the run may have recorded.
+    """
     config.check_paths()
     store.check_writable()  # before hours of compute whose results it must keep
+    work = Path(work_dir).resolve()
+    run_dir = work / "runs" / safe_name(run_key)
+    run_uid = run_uid or folder_run_uid(run_dir)
+    store.check_run_key(run_key, run_uid)  # a name another run recorded: refused now, not at record
     resolve_baseline(store, config.baseline)  # an unknown run id fails now, not after the run
     backend = resolve_backend_name(config.backend.name, cann_env=config.backend.cann_env)
     options = config.backend.options(backend)
     instance = get_backend(backend, **options)
     description = describe_backend(instance)
     device_ids = resolve_chips(instance, config.backend.device_ids)
-    work = Path(work_dir).resolve()
-    run_dir = work / "runs" / safe_name(run_key)
     return {
         "backend": backend,
         "backend_options": options,
@@ -71,6 +80,7 @@ def plan_run(config: RecipeConfig, *, work_dir: str | Path, run_key: str, store:
         "failure_dir": str(run_dir / FAILURES_DIR),
         "device_ids": device_ids,
         "config": config.to_dict(),
+        "run_uid": run_uid,
     }
 
 
@@ -95,7 +105,8 @@ def compile_step(
     onnx = Path(onnx)
     if not onnx.is_file():  # before the cache hashes it
         raise InputError(f"ONNX model {onnx} not found: run the export step (twins pth2onnx) first")
-    return compile_cached(backend, onnx, batch_size, cache_root, name=name or f"{onnx.stem}_bs{batch_size}")
+    with in_use(onnx):  # the ONNX entry stays while the compiler reads it (the cache budget skips it)
+        return compile_cached(backend, onnx, batch_size, cache_root, name=name or f"{onnx.stem}_bs{batch_size}")
 
 
 def resolve_chips(backend: Backend, device_ids: tuple[int, ...] | str) -> list[int]:
@@ -159,7 +170,9 @@ def infer_step(
     result_root.mkdir(parents=True, exist_ok=True)
     partial = f"{name}.partial"  # a plain name: ais_bench (and our validation) reject a leading dot
     shutil.rmtree(result_root / partial, ignore_errors=True)  # a killed earlier attempt's leftovers
-    with on_chip(backend, device_ids, f"{purpose} bs{batch_size} infer".strip()) as (on, where):
+    # The bins and the artifact are cache entries: held for the block, the cache budget never evicts them.
+    lease = f"{purpose} bs{batch_size} infer".strip()
+    with in_use(bin_path, artifact), on_chip(backend, device_ids, lease) as (on, where):
         # A full disk: "no space left on <folder>", and no half-written output left behind.
         result = infer_checked(on, Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
     final = result_root / name
@@ -222,7 +235,7 @@ def perf_step(
     a drop within the measured spread of the two runs as noise.
     """
     results = []
-    with on_chip(backend, device_ids, f"{purpose} bs{batch_size} perf".strip()) as (on, where):
+    with in_use(artifact), on_chip(backend, device_ids, f"{purpose} bs{batch_size} perf".strip()) as (on, where):
         for i in range(rounds):
             result = on.perf(Path(artifact), batch_size, loop=loop, warmup=warmup)
             for line in result.summary_lines():

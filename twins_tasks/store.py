@@ -1,13 +1,14 @@
 """The results database (SQLAlchemy): one row per validation run, one per (run, batch size).
 
 Any SQLAlchemy URL works (SQLite embedded by default, PostgreSQL in deployment). Writes are idempotent
-upserts on natural keys: recording the same run twice leaves exactly one set of rows.
+upserts on natural keys: recording the same run twice leaves exactly one set of rows. "The same run" is its
+``run_uid`` (made once per run, shared by its retries): a run name that another run recorded is refused.
 
 The schema is versioned with Alembic (``twins_tasks/migrations``). Opening a database whose schema is older
 upgrades it in place, keeping every row (a new database is created and stamped at the newest revision);
 ``twins results --upgrade [--url URL]`` does only that, as one explicit command for deployments.
-Call :meth:`ResultsStore.check_writable` before long work: a read-only or unreachable database then fails
-first, not after hours of compute.
+Call :meth:`ResultsStore.check_writable` (and :meth:`ResultsStore.check_run_key`) before long work: a read-only,
+damaged or unreachable database, or a taken run name, then fails first, not after hours of compute.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     delete,
+    event,
     inspect,
     select,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from .errors import InputError
 from .migrations import BASE_REVISION, SCRIPT_LOCATION
@@ -90,6 +93,8 @@ class ValidationRun(Base):
     skipped_images: Mapped[list | None] = mapped_column(JSON, nullable=True)  # their names (capped)
     failed_batch_sizes: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"bs": "why"} of a partial run
     regression_details: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what was compared, and why
+    # Revision 0003 (issue 17): the run's identity, shared by its retries (see record_run); NULL before 0003.
+    run_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     batches: Mapped[list[BatchResult]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="BatchResult.batch_size"
@@ -133,6 +138,21 @@ class BatchResult(Base):
     throughput_rounds: Mapped[list | None] = mapped_column(JSON, nullable=True)  # img/s of each round
 
     run: Mapped[ValidationRun] = relationship(back_populates="batches")
+
+
+class RunMark(Base):
+    """A person's mark on a run (revision 0004, issue 18): ``accept`` (the new normal: a reference window starts
+    there) or ``exclude`` (out of every reference). One row per mark, never updated: the latest one counts, and
+    the rows are the record of who marked what, when and why (queries: :mod:`twins_tasks.history`)."""
+
+    __tablename__ = "run_mark"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("validation_run.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # "accept" | "exclude"
+    marked_by: Mapped[str] = mapped_column(String(250))
+    marked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    why: Mapped[str] = mapped_column(Text)
 
 
 RUN_FIELDS = [c.name for c in ValidationRun.__table__.columns if c.name not in ("id", "recorded_at")]
@@ -243,6 +263,78 @@ def new_run_id(prefix: str = "cli", now: dt.datetime | None = None) -> str:
     return f"{prefix}__{now:%Y%m%dT%H%M%S}_{secrets.token_hex(6)}"
 
 
+def new_run_uid() -> str:
+    """A run's identity (``run_uid``): made once per run, shared by every retry of its steps."""
+    return secrets.token_hex(16)
+
+
+RUN_UID_FILE = "run_uid"  # in the run folder: the identity every attempt of the DAG's plan reads back
+
+
+def folder_run_uid(run_dir: str | os.PathLike) -> str:
+    """The identity of the run whose folder ``run_dir`` is: made on the first call, read back by every later one.
+
+    A retried or cleared ``plan`` of the same Airflow run (same deployment, same work folder) gets the identity
+    the run already recorded; another deployment's run of the same run id, with its own work folder, gets its own.
+    """
+    path = Path(run_dir) / RUN_UID_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                found = path.read_text().strip()
+            except FileNotFoundError:
+                # Written whole under a temporary name, then linked into place unless another attempt got there
+                # first (then the next pass reads that one's identity).
+                temporary = path.with_name(f".{RUN_UID_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+                temporary.write_text(new_run_uid() + "\n")
+                with contextlib.suppress(FileExistsError):
+                    os.link(temporary, path)
+                temporary.unlink()
+                continue
+            if re.fullmatch(r"[0-9a-f]{32}", found):
+                return found
+            log.warning("Replacing %s, which holds no run identity (%r)", path, found[:40])
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot keep the run's identity in its run folder {path.parent}: {exc.strerror or exc}; make the work "
+            f"folder writable"
+        ) from exc
+    raise InputError(f"{path} keeps changing under this run: is another process writing it? Remove it and retry")
+
+
+def _when(value: dt.datetime | None) -> str:
+    """A recorded time for messages, in UTC (SQLite hands back the naive UTC time it was given)."""
+    if value is None:
+        return "at an unknown time"
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    return f"on {value:%Y-%m-%d at %H:%M:%S} UTC"
+
+
+def _damaged(path: Path, reason: str) -> str:
+    """What to do about a SQLite file whose pages SQLite cannot read."""
+    recovered = path.with_name(f"{path.name}.recovered")
+    return (
+        f"the results database file {path} is damaged or not a SQLite database ({reason}). If it is the right "
+        f"file, move it aside and restore it from a backup, or salvage what it still holds with "
+        f"`sqlite3 {path} .recover | sqlite3 {recovered}` and use that file (--results-url, ${URL_ENV} or the "
+        f"Airflow Connection twins_results)"
+    )
+
+
+def _report_damage(engine: Engine, path: Path) -> None:
+    """Any statement on ``engine`` that finds the file damaged fails as an :class:`InputError` saying what to do
+    (``twins results``, a record after hours of compute), not as a ``DatabaseError`` traceback."""
+
+    @event.listens_for(engine, "handle_error")
+    def _damaged_file(context: Any) -> None:
+        name = getattr(context.original_exception, "sqlite_errorname", "") or ""
+        if name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB":
+            raise InputError(_damaged(path, str(context.original_exception)))
+
+
 def _reason(exc: DBAPIError, url: str) -> str:
     """The driver's first line (e.g. 'attempt to write a readonly database'), without SQLAlchemy's SQL dump,
     and without the password of ``url`` should the driver quote it."""
@@ -295,6 +387,9 @@ class ResultsStore:
                 f"postgresql://user:password@[::1]:5432/db) {where}"
             ) from exc
         self._where = where
+        database_file = sqlite_file(self.url)
+        if database_file is not None:
+            _report_damage(self.engine, database_file)
         # (from, to) when this open changed the schema; from is None for a database created just now.
         self.schema_change: tuple[str | None, str] | None = None
         try:
@@ -315,7 +410,8 @@ class ResultsStore:
 
         A new database gets the tables and is stamped at head; a database made before Alembic managed the
         schema (tables, no ``alembic_version``) is stamped at the base revision and upgraded; an older
-        revision is upgraded. Every upgrade only adds (nullable columns, indexes): no row is rewritten.
+        revision is upgraded. Upgrades add (nullable columns, tables, indexes); the one that rewrites rows
+        (0004) recomputes configuration keys the earlier code derived, keeping each run's history together.
         """
         from alembic import command
         from alembic.runtime.migration import MigrationContext
@@ -326,7 +422,7 @@ class ResultsStore:
         if self.schema_revision() == head:  # the nightly case: no lock, one small query
             return None
         # Two runs opening one new (or old) database at once must not both create or upgrade it.
-        with self._schema_lock(), self.engine.begin() as conn:
+        with self._schema_lock(), self._schema_engine() as engine, engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # held until this transaction ends; DDL is transactional
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             current = MigrationContext.configure(conn).get_current_revision()
@@ -357,12 +453,43 @@ class ResultsStore:
             return was, head
 
     @contextlib.contextmanager
+    def _schema_engine(self) -> Iterator[Engine]:
+        """The engine a schema change runs on: one whose transaction holds the DDL and the revision stamp alike.
+
+        pysqlite opens a transaction only before INSERT/UPDATE/DELETE: each CREATE TABLE or ALTER TABLE before
+        one commits alone, and a kill between them left columns added under the old stamp ("duplicate column
+        name" at every later open). For a SQLite file, a separate engine takes over transaction control
+        (SQLAlchemy's recipe for transactional DDL on SQLite), so the change commits whole or not at all; the
+        store's own engine keeps pysqlite's usual behaviour. PostgreSQL's DDL is transactional as it is; an
+        in-memory SQLite database must stay on the one engine that holds it.
+        """
+        path = sqlite_file(self.url) if self.engine.dialect.name == "sqlite" else None
+        if path is None:
+            yield self.engine
+            return
+        engine = create_engine(self.url, poolclass=NullPool)
+        _report_damage(engine, path)
+
+        @event.listens_for(engine, "connect")
+        def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN (and no COMMIT) of its own
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock from the start: no upgrade of a stale read
+
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+    @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[None]:
         """For a SQLite file, an exclusive lock on ``<file>.schema-lock`` while the schema is created or upgraded.
 
-        SQLite commits each CREATE TABLE on its own (pysqlite does not wrap DDL in the transaction), so another
-        process could see tables without their ``alembic_version`` stamp and try to upgrade them. Where the
-        lock file cannot be made (a read-only folder) no one can change the schema there anyway.
+        The change is one ``BEGIN IMMEDIATE`` transaction (:meth:`_schema_engine`), but SQLite's own wait for a
+        write lock gives up after 5 s ("database is locked"); this lock waits for as long as another process's
+        change takes. Where the lock file cannot be made (a read-only folder) no one can change the schema there.
         """
         database = make_url(self.url).database if self.engine.dialect.name == "sqlite" else None
         if not database or database == ":memory:" or database.startswith("file:"):
@@ -389,33 +516,95 @@ class ResultsStore:
             return MigrationContext.configure(conn).get_current_revision()
 
     def check_writable(self) -> None:
-        """Prove the database accepts writes now, before hours of compute whose results it must keep.
+        """Prove the database takes a run's results now, before hours of compute that it must keep.
 
-        Inserts a row into ``alembic_version`` and rolls it back: a read-only SQLite file (or folder), a
-        read-only PostgreSQL role or a server that went away fails here, as an :class:`InputError` naming the URL.
+        Does what :meth:`record_run` will do, in a transaction it rolls back: inserts a ``validation_run`` and a
+        ``batch_result`` row (on PostgreSQL that needs USAGE on their id sequences as well as INSERT), updates
+        one, deletes the other. A read-only SQLite file (or folder), a role lacking any of these rights or a
+        server that went away fails here, as an :class:`InputError` naming the URL. A SQLite file is first
+        checked for damaged pages (:meth:`check_integrity`): here, once per run, not at every open.
         """
+        self.check_integrity()
         try:
-            with self.engine.connect() as conn, conn.begin() as transaction:
-                conn.execute(
-                    text("INSERT INTO alembic_version (version_num) VALUES (:probe)"), {"probe": "twins-write-check"}
+            with self._sessions() as session:
+                probe = ValidationRun(
+                    run_key=f"twins-write-check-{secrets.token_hex(6)}",
+                    source="write-check",
+                    config_key="write-check",
+                    config={},
+                    model_name="write-check",
+                    weights="write-check",
+                    random_init=False,
+                    backend="write-check",
+                    versions={},
+                    status="check",
+                    recorded_at=dt.datetime.now(dt.UTC),
                 )
-                transaction.rollback()
+                session.add(probe)
+                session.flush()  # INSERT, and the id from the sequence
+                session.add(BatchResult(run_id=probe.id, batch_size=1))
+                session.flush()
+                probe.status = "checked"  # a retried run's record updates its row...
+                session.flush()
+                session.execute(delete(BatchResult).where(BatchResult.run_id == probe.id))  # ...and drops stale rows
+                session.rollback()  # nothing stays (a PostgreSQL sequence keeps its step: ids have a gap)
         except DBAPIError as exc:
             raise InputError(
                 f"the results database {self.describe()} cannot be written: {_reason(exc, self.url)}. Nothing was "
                 f"computed yet. Make it writable (for SQLite the file AND its folder: SQLite writes a journal "
-                f"beside the file; for a server, the role's INSERT rights), or give a writable database "
+                f"beside the file; for a server, the role's SELECT, INSERT, UPDATE and DELETE on the tables "
+                f"validation_run and batch_result and USAGE on their id sequences), or give a writable database "
                 f"{self._where}"
             ) from exc
+
+    def check_integrity(self) -> None:
+        """For a SQLite file, ``PRAGMA quick_check``: damaged pages behind an intact header fail now, as an
+        :class:`InputError` saying how to restore or salvage the file, not as a ``DatabaseError`` after the compute.
+
+        It reads every page (milliseconds for a results database), so runs call it once, at their start.
+        """
+        path = sqlite_file(self.url)
+        if path is None:
+            return
+        try:
+            with self.engine.connect() as conn:
+                problems = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+        except InputError as exc:  # damage that stops the check itself (see _report_damage)
+            raise InputError(f"{exc}. Nothing was computed yet") from None
+        if problems != ["ok"]:
+            lines = [line.strip() for problem in problems for line in problem.splitlines()]
+            found = "; ".join(line for line in lines if line and not line.startswith("***"))  # one line
+            raise InputError(f"{_damaged(path, found)}. Nothing was computed yet")
 
     def describe(self) -> str:
         """The URL without its password, for logs."""
         return _shown(self.url)
 
+    def check_run_key(self, run_key: str, run_uid: str | None) -> None:
+        """Refuse, before any compute, a run name that another run already recorded (see :meth:`record_run`)."""
+        with self._sessions() as session:
+            row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
+            if row is not None and row.run_uid != run_uid:
+                raise self._taken(row, "Nothing was computed yet")
+
+    def _taken(self, row: ValidationRun, outcome: str) -> InputError:
+        """The run name ``row`` holds is taken by another run: who recorded it, when, and what to do."""
+        whose = "" if row.run_uid else " (before runs carried an identity)"
+        return InputError(
+            f"run name {row.run_key!r} is already recorded in the results database {self.describe()} by another "
+            f"run{whose}: source {row.source}, {_when(row.recorded_at)}; it is kept as it is. {outcome}. Choose "
+            f"another run name (twins run --run-name; in Airflow, another run id), or use a results database of "
+            f"this deployment's own (each Airflow deployment its own Connection twins_results)"
+        )
+
     def record_run(self, run: dict[str, Any], batches: list[dict[str, Any]]) -> int:
         """Upsert a run (key ``run_key``) and its batch rows (key ``(run, batch_size)``); return the run id.
 
         Batch rows of this run that are not in ``batches`` are removed, so a re-run leaves exactly one set.
+        Only the same run may replace a recorded one: ``run["run_uid"]`` must equal the recorded row's, else
+        :class:`InputError` and nothing changes. Rows recorded before revision 0003 have no ``run_uid``; only a
+        record without one (a retry of a run planned by an older twins_tasks) may replace them, so a new run
+        never overwrites history recorded before run identities existed.
         """
         for attempt in (1, 2):
             try:
@@ -435,6 +624,8 @@ class ResultsStore:
             if row is None:
                 row = ValidationRun(run_key=run["run_key"])
                 session.add(row)
+            elif row.run_uid != run.get("run_uid"):  # another run took the name first (e.g. while this one ran)
+                raise self._taken(row, "This run's results were not recorded (its run folder keeps its outputs)")
             for key, value in run.items():
                 setattr(row, key, _parse_time(value) if key.endswith("_at") else value)
             row.recorded_at = dt.datetime.now(dt.UTC)
@@ -499,6 +690,22 @@ class ResultsStore:
                 session.scalar(select(func.count()).select_from(ValidationRun)) or 0,
                 session.scalar(select(func.count()).select_from(BatchResult)) or 0,
             )
+
+    def update_batch(self, run_key: str, batch_size: int, **fields: Any) -> None:
+        """Set some fields of one recorded batch row (the regression check records a re-measurement there)."""
+        unknown = set(fields) - set(BATCH_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown batch fields: {sorted(unknown)}")
+        with self._sessions.begin() as session:
+            row = session.scalar(
+                select(BatchResult)
+                .join(ValidationRun, BatchResult.run_id == ValidationRun.id)
+                .where(ValidationRun.run_key == run_key, BatchResult.batch_size == batch_size)
+            )
+            if row is None:
+                raise LookupError(f"no batch size {batch_size} of run {run_key!r} in {self.describe()}")
+            for key, value in fields.items():
+                setattr(row, key, value)
 
 
 def _as_dict(row: ValidationRun) -> dict[str, Any]:

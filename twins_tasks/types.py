@@ -12,6 +12,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from .errors import InputError
+
 
 @dataclass
 class CompileResult:
@@ -98,15 +100,68 @@ class PerfResult:
 
 @dataclass
 class Thresholds:
-    max_top1_drop: float = 0.5  # percentage points
-    max_throughput_drop_pct: float = 10.0  # percent of the previous throughput
+    """The regression check's limits (``twins run`` flags and DAG Params of the same names)."""
+
+    max_top1_drop: float = 0.5  # percentage points below the reference's top-1
+    # Percent below the reference (and beyond the measured noise). Below the 10% step the nightly must catch
+    # within two nights: benchmarks/bench_alarm_history.py measures what each value catches and false-alarms.
+    max_throughput_drop_pct: float = 5.0
+    min_agreement_top1: float = 90.0  # percent of the reference images whose top-1 class matches PyTorch's
+    max_agreement_abs_diff: float = 0.5  # largest |logit - PyTorch's logit| over those images
+    # A throughput drop (confirmed by the run's re-measurement) fails only when an earlier run at least this many
+    # hours before saw it too: a shared host's environment moves for minutes at a time. 0: the re-measurement decides.
+    confirm_after_hours: float = 1.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Thresholds:
         data = data or {}
+        return cls(**{name: float(data.get(name, getattr(cls, name))) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What the end of a run (and ``twins clean``) keeps in the work dir (:mod:`twins_tasks.retention`).
+
+    The results database and every run's report are kept for ever; per-image outputs are bulky and needed only
+    until they are scored. Field names are the DAG's Param names and, in ``--kebab-case``, the flags'.
+    """
+
+    keep_runs: int = 3  # per-image outputs of the newest recorded runs are kept
+    keep_failed_days: float = 7.0  # ... and of failed, partial or regressed runs, this long, for diagnosis
+    # A run folder or cache entry touched within this many hours may belong to a run still going: never removed.
+    # Unrecorded run folders older than that are runs that died before `record`: removed whole.
+    grace_hours: float = 24.0
+    cache_budget_gib: float | None = 64.0  # caches (bins, ONNX, compiled, reference); None = no budget
+
+    def __post_init__(self) -> None:
+        if self.keep_runs < 0:
+            raise InputError(f"keep_runs {self.keep_runs} must be 0 or more (--keep-runs, or the 'Keep runs' Param)")
+        if not self.keep_failed_days >= 0:  # also refuses NaN
+            raise InputError(
+                f"keep_failed_days {self.keep_failed_days} must be 0 or more (--keep-failed-days, or the "
+                "'Keep failed runs (days)' Param)"
+            )
+        if not 0 < self.grace_hours < float("inf"):
+            raise InputError(
+                f"grace_hours {self.grace_hours} must be above 0 and finite: longer than any run takes (--grace-hours, "
+                "or the 'Grace (hours)' Param)"
+            )
+        if self.cache_budget_gib is not None and not 0 <= self.cache_budget_gib < float("inf"):
+            raise InputError(
+                f"cache_budget_gib {self.cache_budget_gib} must be 0 or more, or empty for no budget "
+                "(--cache-budget-gib, or the 'Cache budget (GiB)' Param)"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> RetentionPolicy:
+        """From the DAG's Params, a plan's ``config["retention"]`` or any mapping with these keys (others ignored)."""
+        data = data or {}
+        budget = data.get("cache_budget_gib", cls.cache_budget_gib)
         return cls(
-            max_top1_drop=float(data.get("max_top1_drop", cls.max_top1_drop)),
-            max_throughput_drop_pct=float(data.get("max_throughput_drop_pct", cls.max_throughput_drop_pct)),
+            keep_runs=int(data.get("keep_runs", cls.keep_runs)),
+            keep_failed_days=float(data.get("keep_failed_days", cls.keep_failed_days)),
+            grace_hours=float(data.get("grace_hours", cls.grace_hours)),
+            cache_budget_gib=None if budget is None or budget == "" else float(budget),
         )
 
 
@@ -123,6 +178,7 @@ class PlanRecord(TypedDict):
     failure_dir: str  # bs<N>_<step>.json: why a batch size's chain step failed
     device_ids: list[int]  # the chips the batch sizes lease from ([] for a backend without chips)
     config: dict[str, Any]  # RecipeConfig.to_dict(): the run's settings, built from the Params once, at plan
+    run_uid: str  # the run's identity: its retries share it, and only it may replace the run's recorded rows
 
 
 class RecordedRun(TypedDict):

@@ -20,3 +20,10 @@ BATCH_TASK_IDS = tuple(f"{BATCH_GROUP_ID}.{step}" for step in BATCH_STEPS)
 
 # The task that writes the run to the results database: a DAG run that did not reach it has no results.
 RECORD_TASK_ID = "record"
+
+# The task whose return value the batch-size group is mapped over: map index i is its i-th batch size.
+BATCH_SIZES_TASK_ID = "batch_sizes"
+
+# The "Twins results" tab of a DAG run in the Airflow UI (the plugin's ``url_route``, plugins/twins_results_plugin.py):
+# ``{base_url}/dags/{dag_id}/runs/{run_id}/plugin/{RUN_RESULTS_ROUTE}``, the page a notification links to.
+RUN_RESULTS_ROUTE = "twins-run-results"

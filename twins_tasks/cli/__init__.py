@@ -20,7 +20,9 @@ from ..errors import InputError, TwinsError
 EXIT_INPUT = InputError.exit_status
 
 # Each module registers its own subcommand(s): twins_tasks.cli.<name>.register(subparsers).
-STEP_MODULES = ("sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "run", "results")
+STEP_MODULES = (
+    "sample", "preprocess", "export", "inference", "perf", "postprocess", "reference", "run", "results", "clean",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

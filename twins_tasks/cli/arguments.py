@@ -9,7 +9,7 @@ from ..backends import BACKENDS, Backend, get_backend, resolve_backend_name
 from ..checks import batch_size_problem, parse_batch_sizes, parse_device_ids
 from ..constants import DEFAULT_CANN_ENV, DEFAULT_MODEL, OUTPUT_FORMATS
 from ..recipe import DEFAULTS, BackendSettings, RecipeConfig
-from ..types import Thresholds
+from ..types import RetentionPolicy, Thresholds
 
 
 def batch_size_arg(text: str) -> int:
@@ -140,9 +140,63 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--max-throughput-drop-pct", type=float, default=DEFAULTS.thresholds.max_throughput_drop_pct,
-        help="regression check: fail when throughput drops more than this many percent",
+        help="regression check: fail when throughput drops more than this many percent below its reference "
+        "(and beyond the measured noise)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-agreement-top1", type=float, default=DEFAULTS.thresholds.min_agreement_top1,
+        help="regression check: fail a batch size whose top-1 class matches PyTorch's on fewer of the reference "
+        "images than this percent",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-agreement-abs-diff", type=float, default=DEFAULTS.thresholds.max_agreement_abs_diff,
+        help="regression check: fail a batch size whose logits differ from PyTorch's by more than this",
+    )  # fmt: skip
+    parser.add_argument(
+        "--confirm-after-hours", type=float, default=DEFAULTS.thresholds.confirm_after_hours,
+        help="regression check: a throughput drop fails only when an earlier run at least this many hours before "
+        "saw it too (until then the run is 'suspect'); 0 = the run's re-measurement decides",
     )  # fmt: skip
     add_backend_arguments(parser)
+    add_retention_arguments(parser.add_argument_group("retention, applied at the end of the run (as twins clean)"))
+
+
+def _budget_arg(text: str) -> float | None:
+    """argparse ``type`` for ``--cache-budget-gib``: a number, or ``none`` for no budget."""
+    return None if text.strip().lower() in ("none", "") else float(text)
+
+
+def add_retention_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The retention policy's flags (``twins run``, ``twins clean``): the DAG's Params of the same names."""
+    d = DEFAULTS.retention
+    parser.add_argument(
+        "--keep-runs", type=int, default=d.keep_runs,
+        help=f"keep the per-image outputs of the newest N recorded runs (default {d.keep_runs})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-failed-days", type=float, default=d.keep_failed_days,
+        help=f"and of failed, partial or regressed runs for this many days (default {d.keep_failed_days:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grace-hours", type=float, default=d.grace_hours,
+        help="a run folder or cache entry touched within this many hours may belong to a run still going and is "
+        f"left alone; unrecorded runs untouched longer died before record and are removed (default {d.grace_hours:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cache-budget-gib", type=_budget_arg, default=d.cache_budget_gib,
+        help="size budget of the caches (bins, ONNX, compiled, reference): least recently used entries go first; "
+        f"none = no budget (default {d.cache_budget_gib:g})",
+    )  # fmt: skip
+
+
+def retention_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    """From the flags :func:`add_retention_arguments` adds."""
+    return RetentionPolicy(
+        keep_runs=args.keep_runs,
+        keep_failed_days=args.keep_failed_days,
+        grace_hours=args.grace_hours,
+        cache_budget_gib=args.cache_budget_gib,
+    )
 
 
 def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
@@ -164,5 +218,12 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
         outfmt=args.outfmt,
         reference_images=args.reference_images,
         baseline=args.baseline,
-        thresholds=Thresholds(max_top1_drop=args.max_top1_drop, max_throughput_drop_pct=args.max_throughput_drop_pct),
+        thresholds=Thresholds(
+            max_top1_drop=args.max_top1_drop,
+            max_throughput_drop_pct=args.max_throughput_drop_pct,
+            min_agreement_top1=args.min_agreement_top1,
+            max_agreement_abs_diff=args.max_agreement_abs_diff,
+            confirm_after_hours=args.confirm_after_hours,
+        ),
+        retention=retention_from_args(args),
     )

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="the whole recipe without Airflow, ending with the perf table",
         description="preprocess -> pth2onnx -> per batch size compile, infer, perf -> postprocess -> results DB "
-        "-> report -> regression check against the last good run of the same setup (exit code 3 on a regression)",
+        "-> report -> regression check of each batch size against the accepted history of the same setup (exit "
+        "code 3 on a regression)",
     )
     add_recipe_arguments(p)
     p.add_argument("--work-dir", "--work_dir", dest="work_dir", default="twins_work", help="cache and run outputs")

@@ -13,9 +13,10 @@ import the image stack):
 
 - :mod:`.transform`: the transform of one image (PIL + numpy).
 - :mod:`.dataset`: checking and listing an ImageFolder-layout val folder (which images, which labels).
+- :mod:`.sources`: what the images hold: a content hash per image behind a stat cache, the dataset's digest.
 - :mod:`.manifest`: the manifest and classes files written beside the bins, and their one reader.
 - :mod:`.workers`: the process pool that transforms images into bins.
-- :mod:`.bins`: the step itself, :func:`.bins.preprocess` (bins, source stamps, manifest, classes).
+- :mod:`.bins`: the step itself, :func:`.bins.preprocess` (bins, content stamps, manifest, classes).
 - :mod:`.inputs`: the cached entry the DAG and ``twins run`` use, :func:`.inputs.prepare_inputs`.
 
 The subcommands ``twins preprocess`` and ``twins prepare-inputs`` live in :mod:`twins_tasks.cli.preprocess`.

@@ -1,7 +1,8 @@
 """The preprocess step itself: a val folder -> ``<stem>.bin`` per image, then the manifest and classes files.
 
-Complete bins of an earlier run are kept when their source is unchanged (``.sources.csv`` stamps: size and
-mtime); the manifest is written last, as the mark of a complete run.
+Complete bins of an earlier run are kept when their source's content is unchanged (``.sources.csv`` stamps: the
+sha256 of the image each bin was made from, see :mod:`.sources`); the manifest is written last, as the mark of a
+complete run.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from ..errors import InputError
 from ..files import check_output_dir, no_space_is_input_error, write_text_atomic
 from ..labels import POSITION, class_labels
 from ..progress import Progress
-from .dataset import MAX_LISTED, Item, list_dataset
+from .dataset import MAX_LISTED
 from .manifest import CLASSES_NAME, MANIFEST_NAME, STATUS_OK, STATUS_SKIPPED, ManifestRow, write_manifest
+from .sources import Sources, scan_dataset
 from .workers import default_workers, run_tasks
 
 log = logging.getLogger(__name__)
 
-STAMPS_NAME = ".sources.csv"  # stem, source, size, mtime_ns of the source each bin was made from (hidden)
+STAMPS_NAME = ".sources.csv"  # stem, source, sha256 of the image each bin was made from (hidden)
+INDEX_NAME = ".stat-index.csv"  # the stat cache of `twins preprocess --bin_path` (see .sources)
 
 
 @dataclass
@@ -55,25 +58,17 @@ def _is_complete(path: str) -> bool:
         return False
 
 
-def _source_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a source image, None when it cannot be stat'ed (it is then redone and reported)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _read_stamps(out: Path) -> dict[str, tuple[str, int, int]]:
-    """stem -> (source, size, mtime_ns) of the source each bin was made from (empty when unknown)."""
+def _read_stamps(out: Path) -> dict[str, tuple[str, str]]:
+    """stem -> (source, sha256) of the image each bin was made from (empty when unknown; the stamps of an older
+    twins_tasks, size and mtime, are not used)."""
     try:
         with open(out / STAMPS_NAME, newline="", encoding="utf-8") as fh:
-            return {row[0]: (row[1], int(row[2]), int(row[3])) for row in csv.reader(fh) if len(row) == 4}
+            return {row[0]: (row[1], row[2]) for row in csv.reader(fh) if len(row) == 3}
     except (OSError, ValueError):
         return {}
 
 
-def _write_stamps(out: Path, stamps: dict[str, tuple[str, int, int]]) -> None:
+def _write_stamps(out: Path, stamps: dict[str, tuple[str, str]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for stem in sorted(stamps):
@@ -81,19 +76,47 @@ def _write_stamps(out: Path, stamps: dict[str, tuple[str, int, int]]) -> None:
     write_text_atomic(out / STAMPS_NAME, buffer.getvalue())
 
 
-def _bin_is_current(
-    target: str, source: str, stamp: tuple[int, int] | None, known: tuple[str, int, int] | None
-) -> bool:
-    """A complete bin made from this very source file, unchanged since (size and mtime, as make/rsync judge)."""
-    if stamp is None or not _is_complete(target):
+def _bin_is_current(target: str, digest: str | None, mtime: int | None, known: tuple[str, str] | None) -> bool:
+    """A complete bin made from an image with these very bytes (wherever it lay then)."""
+    if digest is None or not _is_complete(target):
         return False
     if known is not None:
-        return known == (source, *stamp)
-    # A bin from before stamps were kept: trust it only if the source is not newer than it.
+        return known[1] == digest
+    # A bin from before content stamps were kept: trust it only if the source is not newer than it.
     try:
-        return stamp[1] <= os.stat(target).st_mtime_ns
+        return mtime is not None and mtime <= os.stat(target).st_mtime_ns
     except OSError:
         return False
+
+
+def reuse_bins(donor: Path, out: Path, sources: Sources) -> int:
+    """Hard-link into ``out`` the complete bins of ``donor`` (another bin folder) made from images with the very
+    bytes of ``sources``' images, with their stamps; return how many. A dataset with one image changed then gets
+    a new cache entry that redoes that image only (bins are replaced by rename, never written in place, so a link
+    shared by two entries is never changed under the other)."""
+    donor_stamps = _read_stamps(donor)
+    stamps = _read_stamps(out)
+    linked = 0
+    for i, item in enumerate(sources.items):
+        digest, made = sources.digests[i], donor_stamps.get(item.stem)
+        if digest is None or made is None or made[1] != digest or item.stem in stamps:
+            continue
+        source_bin, target = donor / f"{item.stem}.bin", out / f"{item.stem}.bin"
+        if not _is_complete(str(source_bin)) or target.exists():
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source_bin, target)
+        except FileNotFoundError:  # evicted meanwhile
+            continue
+        except OSError as exc:  # no hard links on this filesystem: preprocess makes the bins
+            log.info("Cannot link bins from %s into %s (%s): making them", donor, out, exc)
+            break
+        stamps[item.stem] = (str(item.source), digest)
+        linked += 1
+    if linked:
+        _write_stamps(out, stamps)
+    return linked
 
 
 # ---------------------------------------------------------------------------------------------- the step
@@ -107,23 +130,31 @@ def preprocess(
     limit: int | None = None,
     skip_bad: bool = False,
     space_advice: str | None = None,
+    sources: Sources | None = None,
 ) -> PreprocessResult:
     """Write ``<stem>.bin`` for every image of ``root_path`` into ``bin_path``, then the manifest and classes.
 
-    Bins already complete from an earlier run are kept. Undecodable images are logged one by one; after
-    everything else is written they raise :class:`InputError` naming each one, unless ``skip_bad``, which
-    records them in the manifest as ``skipped`` instead.
+    Bins already complete from an earlier run are kept when their image's bytes are unchanged. Images that cannot
+    be read (a dangling symlink) raise :class:`InputError` before any work, unless ``skip_bad``. Undecodable images
+    are logged one by one; after everything else is written they raise :class:`InputError` naming each one, unless
+    ``skip_bad``, which records them (and the unreadable ones) in the manifest as ``skipped`` instead.
 
     :param workers: processes to use (default: every available core; 1 = in this process).
     :param limit: preprocess a round-robin subset of this many images (see :func:`.dataset.list_dataset`).
     :param space_advice: what to do when the disk fills (the message names ``bin_path`` either way).
+    :param sources: the dataset already listed and hashed (by :func:`.inputs.prepare_inputs`, with ``limit``);
+        else it is, with a stat cache in ``bin_path``.
     """
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
     out = Path(bin_path)
     check_output_dir(out, "--bin_path")
-    classes, items = list_dataset(root_path, limit)
+    if sources is None:
+        sources = scan_dataset(root_path, out / INDEX_NAME, limit=limit, workers=workers or default_workers())
+    if not skip_bad:
+        sources.refuse_unreadable()
+    classes = sources.classes
     label_scheme = class_labels(classes, root_path)[1]
     if label_scheme == POSITION:
         log.warning(
@@ -137,39 +168,43 @@ def preprocess(
         "free space there (each image needs 602,112 bytes) or pass another --bin_path; complete bins are kept"
     )
     with no_space_is_input_error(out, advice):
-        return _preprocess(out, root_path, classes, items, label_scheme, workers, skip_bad, start)
+        return _preprocess(out, root_path, sources, label_scheme, workers, skip_bad, start)
 
 
 def _preprocess(
     out: Path,
     root_path: str | os.PathLike,
-    classes: list[str],
-    items: list[Item],
+    sources: Sources,
     label_scheme: str,
     workers: int | None,
     skip_bad: bool,
     start: float,
 ) -> PreprocessResult:
+    classes, items = sources.classes, sources.items
     out.mkdir(parents=True, exist_ok=True)
     # The manifest marks a complete run; the one of an earlier run must not outlive a failing rerun.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
 
     targets = [str(out / f"{item.stem}.bin") for item in items]
     known = _read_stamps(out)
-    stamps = [_source_stamp(item.source) for item in items]
+    # Unreadable images (skip_bad: refused above otherwise) are bad before any work and lose an earlier bin.
+    reasons: dict[int, str] = dict(sources.unreadable)
+    for i in reasons:
+        Path(targets[i]).unlink(missing_ok=True)
     tasks = [
         (i, str(item.source), targets[i])
         for i, item in enumerate(items)
-        if not _bin_is_current(targets[i], str(item.source), stamps[i], known.get(item.stem))
+        if i not in reasons
+        and not _bin_is_current(targets[i], sources.digests[i], sources.mtimes[i], known.get(item.stem))
     ]
     changed = sum(1 for i, _, target in tasks if _is_complete(target))
     if changed:
         log.warning(
-            "%d source image(s) changed (size or modification time) since their bins in %s were written: redoing them",
+            "%d source image(s) changed (their content) since their bins in %s were written: redoing them",
             changed,
             out,
         )
-    reused = len(items) - len(tasks)
+    reused = len(items) - len(tasks) - len(reasons)
     workers = min(workers or default_workers(), max(len(tasks), 1))
     log.info(
         "Preprocessing %d images of %d classes from %s into %s: %d to write with %d worker(s), "
@@ -183,7 +218,8 @@ def _preprocess(
         reused,
     )
 
-    reasons: dict[int, str] = {}
+    for i in sorted(reasons):
+        log.warning("Cannot read %s: %s", items[i].source, reasons[i])
     progress = Progress("preprocess", len(tasks), unit="images", logger=log)
     for index, reason in run_tasks(tasks, workers):
         if reason is not None:
@@ -196,11 +232,11 @@ def _preprocess(
     # Remember what each bin was made from, also when bad images fail the run below: the next run then
     # redoes only what changed. Stamps of images whose bins are gone are dropped.
     for i, item in enumerate(items):
-        stamp = stamps[i]
-        if i in reasons or stamp is None:
+        digest = sources.digests[i]
+        if i in reasons or digest is None:
             known.pop(item.stem, None)
         else:
-            known[item.stem] = (str(item.source), *stamp)
+            known[item.stem] = (str(item.source), digest)
     _write_stamps(out, known)
 
     bad = [(str(items[i].source), reasons[i]) for i in sorted(reasons)]
@@ -208,7 +244,7 @@ def _preprocess(
     result = PreprocessResult(
         bin_path=str(out),
         num_images=len(items),
-        num_written=len(tasks) - len(bad),
+        num_written=len(tasks) - (len(bad) - len(sources.unreadable)),
         num_reused=reused,
         bad=bad,
         seconds=seconds,

@@ -10,11 +10,16 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from ..errors import TwinsError
 from ..files import atomic_path
+from .sources import unreadable_reason
 from .transform import transform_image
 
 log = logging.getLogger(__name__)
@@ -31,24 +36,41 @@ def _init_worker(stop: Any) -> None:
     _STOP = stop
 
 
-def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None, OSError | None]:
-    """Worker: transform ``source`` into ``target``; return (index, why it cannot be read, write error).
+def _image_size(source: str) -> str:
+    """`` (a W×H image)`` from the file's header (no decode), or "" when even that cannot be read."""
+    try:
+        with Image.open(source) as image:
+            return f" (a {image.width}×{image.height} {image.mode} image)"
+    except Exception:
+        return ""
 
-    Only decoding errors become a reason; a failure to write the bin (disk full) comes back as the third item
-    (a value, not an exception: the pool then ends with close/join instead of terminate, which can hang).
-    A source that cannot be decoded loses the bin an earlier version of it left: inference reads every
-    .bin of the folder and would otherwise score the old picture.
+
+def _convert_one(task: tuple[int, str, str]) -> tuple[int, str | None, Exception | None]:
+    """Worker: transform ``source`` into ``target``; return (index, why it cannot be read, error that stops the run).
+
+    Only decoding errors become a reason; a failure to write the bin (disk full) or to find memory for the image
+    comes back as the third item (a value, not an exception: the pool then ends with close/join instead of
+    terminate, which can hang). A source that cannot be decoded loses the bin an earlier version of it left:
+    inference reads every .bin of the folder and would otherwise score the old picture.
     """
     index, source, target = task
     if _STOP is not None and _STOP.is_set():
         return index, None, OSError("stopped: another worker could not write")
     try:
         array = transform_image(source)
+    except MemoryError:  # not a bad image: another host, or fewer workers, would make it (its message is empty)
+        Path(target).unlink(missing_ok=True)
+        return (
+            index,
+            None,
+            TwinsError(
+                f"out of memory transforming {source}{_image_size(source)}: give the task more memory or run fewer "
+                "--workers (each holds one decoded image)"
+            ),
+        )
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         Path(target).unlink(missing_ok=True)
-        if os.path.islink(source) and not os.path.exists(source):
-            return index, f"dangling symlink or symlink loop (-> {os.readlink(source)}): {type(exc).__name__}", None
-        return index, f"{type(exc).__name__}: {exc}", None
+        return index, unreadable_reason(source, exc), None
     try:
         with atomic_path(target) as tmp, open(tmp, "wb") as fh:
             # A file write, not ndarray.tofile: on a full disk tofile raises an OSError without errno
@@ -69,21 +91,36 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def worker_context(preload: str) -> Any:
+    """The multiprocessing context for a pool of workers running functions of module ``preload``.
+
+    A plain fork is the cheapest start, but it copies the locks of this process's other threads as they are: one
+    held at that moment stays held in the child for ever (a worker hung on its first import, seen in a test
+    process that had run a DAG in-process). With other threads running, workers are forked from a forkserver
+    that has imported ``preload`` (and with it numpy and Pillow) and runs no other thread.
+    """
+    if threading.active_count() == 1 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([preload])
+    return ctx
+
+
 def run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple[int, str | None]]:
     """(index, reason it cannot be decoded or None) per ``(index, source, target)`` task, in completion order;
-    the first write error is raised at the end.
+    the first write error (or out-of-memory error) is raised at the end.
 
     The pool is always ended with close/join (workers skip their remaining tasks once one write failed),
     never terminate: terminating a pool whose workers are mid-write has been seen to hang.
     """
-    failure: OSError | None = None
+    failure: Exception | None = None
     if workers <= 1 or len(tasks) <= 1:
         for index, reason, error in map(_convert_one, tasks):
             if error is not None:
                 raise error
             yield index, reason
         return
-    ctx = multiprocessing.get_context()
+    ctx = worker_context(__name__)
     stop = ctx.Event()
     try:
         pool = ctx.Pool(workers, initializer=_init_worker, initargs=(stop,))
@@ -97,7 +134,9 @@ def run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple
         for index, reason, error in pool.imap_unordered(_convert_one, tasks, chunksize=chunksize):
             if error is not None:
                 # Keep the real write error, not a worker's "stopped" note that may arrive before it.
-                if failure is None or (failure.errno is None and error.errno is not None):
+                if failure is None or (
+                    getattr(failure, "errno", None) is None and getattr(error, "errno", None) is not None
+                ):
                     failure = error
                 stop.set()
                 continue

@@ -345,6 +345,7 @@ def create_app(
     app.middleware("http")(timing_and_headers)
     app.exception_handler(HTTPException)(http_error)
     app.exception_handler(RequestValidationError)(invalid_parameter)
+    app.exception_handler(InputError)(database_error)
     app.include_router(api)
     app.include_router(pages)
     return app
@@ -377,6 +378,12 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         title=f"{exc.status_code}", message=message, login_url=f"{root}/auth/login", status=exc.status_code
     )
     return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    """The results database failing after it opened (damaged pages, a server gone mid-query: the store says
+    which and what to do): 503 with its words, like a database that cannot be opened, never a bare 500."""
+    return await http_error(request, HTTPException(503, detail=f"results database unavailable: {exc}"))
 
 
 async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
