@@ -159,6 +159,16 @@ def test_a_large_keep_removes_only_dead_runs(work, store):
     assert {r.path.name for r in report.removals} == {"dead", "cli_running"}  # no lock held here: dead too
 
 
+def test_the_recorded_run_applying_the_policy_takes_one_of_the_kept_places(work, store):
+    # As at the end of `twins run` and the DAG's cleanup: the current run is recorded by then. With keep_runs 1
+    # its outputs are the ones kept (never touched), so the previous run's go: keep_runs, not keep_runs + 1.
+    _record(store, "current", age=0.1 * HOUR)
+    report = apply_retention(work, store, POLICY, current_run_key="current")
+    removed = {str(r.path.relative_to(work)) for r in report.removals}
+    assert "runs/new_ok/result" in removed and not (work / "runs" / "new_ok" / "result").exists()
+    assert (work / "runs" / "current" / "result" / "twins_bs1" / "img0_0.txt").is_file()
+
+
 def test_policy_values_are_checked():
     for bad, words in (
         ({"keep_runs": -1}, "keep_runs -1"),

@@ -266,7 +266,10 @@ def classify_runs(
             continue
         idle_h = (now - touched) / 3600
         if name == current:
-            folders.append(RunFolder(path, LIVE, "the run applying this policy", touched))
+            # Never touched; but once recorded it is the newest recorded run, and takes one of the keep_runs places.
+            mine = name in recorded and _same_run(recorded[name][3], _folder_uid(path))
+            at = (recorded[name][2] or touched) if mine else None
+            folders.append(RunFolder(path, LIVE, "the run applying this policy", touched, at))
         elif _owner_alive(path):
             folders.append(RunFolder(path, LIVE, "its twins run is going on (owner lock held)", touched))
         elif name in recorded and _same_run(recorded[name][3], _folder_uid(path)):
@@ -469,9 +472,12 @@ def apply_retention(
     report = RetentionReport(policy=policy, work_dir=work, dry_run=dry_run)
     runs = classify_runs(work, store, grace_hours=policy.grace_hours, current_run_key=current_run_key, now=now)
     report.runs = runs
-    kept_recent = kept_failed = 0
+    # The run applying the policy, recorded with its outputs, holds one of the keep_runs places (else keep_runs + 1
+    # runs' outputs would stay after every run).
+    own = sum(1 for f in runs if f.state == LIVE and f.recorded_at is not None and (f.path / RESULT_DIR).exists())
+    kept_recent, kept_failed = own, 0
     done = [f for f in runs if f.state in (RECORDED, FAILED)]  # newest first
-    for rank, folder in enumerate(done):
+    for rank, folder in enumerate(done, start=own):
         outputs = folder.path / RESULT_DIR
         age_days = (now - (folder.recorded_at or folder.touched_at)) / 86400
         if rank < policy.keep_runs:

@@ -1,0 +1,353 @@
+"""Scale benchmark: N generated images through every stage of the recipe, sizes side by side in one run.
+
+For each N (default 1,000 / 5,000 / 20,000 / 50,000; ``--sizes``) ``twins make-sample`` writes N pictures
+(50 per class: 1,000 classes at 50k, fewer at small N; generated, not ImageNet), then the recipe's steps run in
+this process in ``twins run``'s order (twins_tasks.run.run_recipe's calls, timed one by one) with
+``--backend ascend`` on the Ascend contract doubles (tests/doubles, no delay, one fake chip): preprocess,
+compile, infer per batch size, perf (1 loop, 1 round: a fixed cost, not per image), postprocess/accuracy,
+record (results DB + report), then retention with the default policy. The ONNX export of twins_svt_large
+(random weights) runs once before the sizes, into the shared work dir's cache, and is not a per-N stage.
+
+Per stage: seconds, images/s, peak RSS of this process and its children (sampled from /proc every 0.1 s),
+disk used and files created. Then the growth exponent of each stage's time between sizes (log-log slope;
+goal <= 1.05 between the two largest sizes, where fixed costs no longer flatter it; a stage under 1 s there is
+shown but not held), and what a run leaves on
+disk after retention. Exits 1 when a goal is missed.
+
+    nice -n 19 .venv/bin/python benchmarks/bench_scale.py [--sizes 1000,5000] [--batch-sizes 1,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.doubles.helpers import FAKE_VARS, SET_ENV  # noqa: E402
+from twins_tasks.backends import get_backend  # noqa: E402
+from twins_tasks.constants import DEFAULT_BATCH_SIZES  # noqa: E402
+from twins_tasks.export import prepare_model  # noqa: E402
+from twins_tasks.files import create_run_dir  # noqa: E402
+from twins_tasks.preprocess.inputs import prepare_inputs  # noqa: E402
+from twins_tasks.recipe import BackendSettings, RecipeConfig  # noqa: E402
+from twins_tasks.report import write_report  # noqa: E402
+from twins_tasks.results import collect_rows, record_results  # noqa: E402
+from twins_tasks.retention import apply_retention, disk_size, own_run_folder  # noqa: E402
+from twins_tasks.sample import GENERATED_NOTE, make_sample  # noqa: E402
+from twins_tasks.steps import chips_for_perf, compile_step, infer_step, perf_step, plan_run, result_name  # noqa: E402
+from twins_tasks.store import ResultsStore, new_run_uid  # noqa: E402
+from twins_tasks.types import RetentionPolicy  # noqa: E402
+
+GOAL_EXPONENT = 1.05
+MIN_SECONDS = 1.0  # a stage shorter than this at the largest N is not held to the growth goal (timer noise)
+PER_CLASS = 50  # ImageNet val: 50 images per class
+MIB = 2**20
+
+
+def use_doubles(lease_dir: Path) -> None:
+    """The Ascend contract doubles, no delay, one fake chip; no FAKE_* knob of the caller's shell leaks in."""
+    for var in FAKE_VARS:
+        os.environ.pop(var, None)
+    os.environ["TWINS_FAKE_NPUS"] = "1"
+    os.environ["TWINS_LEASE_DIR"] = str(lease_dir)
+
+
+def recipe(dataset: Path, batch_sizes: tuple[int, ...], policy: RetentionPolicy | None = None) -> RecipeConfig:
+    """`twins run --backend ascend --random-init` on the doubles; perf 1 loop x 1 round (fixed cost), no reference."""
+    return RecipeConfig(
+        dataset_path=str(dataset),
+        random_init=True,
+        backend=BackendSettings(name="ascend", cann_env=str(SET_ENV), soc_version="Ascend310P3"),
+        batch_sizes=batch_sizes,
+        perf_loops=1,
+        perf_rounds=1,
+        reference_images=0,
+        retention=policy or RetentionPolicy(),
+    )
+
+
+def tree(path: Path) -> tuple[int, int]:
+    """(bytes on disk, files) under ``path``."""
+    files = sum(len(names) for _, _, names in os.walk(path)) if path.is_dir() else int(path.exists())
+    return disk_size(path), files
+
+
+def _rss_kib(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib() -> int:
+    """RSS of this process and all its descendants (preprocess workers, the doubles), summed."""
+    children: dict[str, list[str]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = f.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [str(os.getpid())]
+    while todo:
+        pid = todo.pop()
+        total += _rss_kib(pid)
+        todo += children.get(pid, [])
+    return total
+
+
+@dataclass
+class Stage:
+    name: str
+    images: int
+    seconds: float = 0.0
+    peak_rss: int = 0  # bytes
+    disk: int = 0  # bytes written by the stage
+    files: int = 0
+
+
+@contextmanager
+def measured(stage: Stage, written: Callable[[], tuple[int, int]] | None = None) -> Iterator[Stage]:
+    """Time ``stage``, sample its peak RSS, and note what ``written`` says it left on disk."""
+    peak = [tree_rss_kib()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], tree_rss_kib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        yield stage
+    finally:
+        stage.seconds += time.perf_counter() - start
+        done.set()
+        sampler.join()
+        stage.peak_rss = max(stage.peak_rss, peak[0] * 1024)
+        if written:
+            stage.disk, stage.files = written()
+
+
+def export_once(cache_root: Path) -> dict[str, Any]:
+    """The ONNX model (twins_svt_large, random weights), exported once into the work dir's cache."""
+    return prepare_model(cache_root, random_init=True, seed=0)
+
+
+def run_size(
+    n: int, base: Path, work: Path, batch_sizes: tuple[int, ...], store: ResultsStore, db: Path
+) -> tuple[list[Stage], dict[str, int]]:
+    """Every stage for N images; and what the run leaves on disk after retention (default policy)."""
+    classes = max(1, min(1000, n // PER_CLASS))
+    data = base / f"val_{n}"
+    stages: list[Stage] = []
+
+    def stage(name: str) -> Stage:
+        stages.append(Stage(name, n))
+        return stages[-1]
+
+    with measured(stage("make-sample"), lambda: tree(data)):
+        made = len(make_sample(data, classes, -(-n // classes), seed=n))
+    assert made >= n, made
+    for s in stages:
+        s.images = made
+    config = recipe(data, batch_sizes)
+    run_key = f"scale-{n}"
+    plan = plan_run(config, work_dir=work, run_key=run_key, store=store, run_uid=new_run_uid())
+    run_dir = Path(plan["run_dir"])
+    create_run_dir(run_dir.parent, run_dir.name)
+    owner = own_run_folder(run_dir)
+    backend = get_backend(plan["backend"], **plan["backend_options"])
+    cache = Path(plan["cache_dir"])
+    before_bins = set((cache / "bins").glob("*"))
+
+    def new_bins() -> tuple[int, int]:
+        return _trees(sorted(set((cache / "bins").glob("*")) - before_bins))
+
+    with measured(stage("preprocess"), new_bins):
+        inputs = prepare_inputs(config.dataset_path, cache)
+    with measured(stage("preprocess, cached check")):
+        prepare_inputs(config.dataset_path, cache)
+    model = prepare_model(cache, random_init=True, seed=0)  # reused: exported once, before the sizes
+    records: dict[str, list[dict[str, Any] | None]] = {"compile": [], "infer": [], "perf": []}
+    for bs in batch_sizes:
+        compiled = compile_step(backend, model["onnx"], bs, str(cache))
+        records["compile"].append(compiled)
+        name = result_name(compiled["artifact"])
+        result = Path(plan["result_dir"])
+        owned = [result / name, result / f"{name}_summary.json"]  # its outputs and its ais_bench summary
+        with measured(stage(f"infer bs{bs}"), lambda owned=owned: _trees(owned)):
+            inferred = infer_step(
+                backend,
+                compiled["artifact"],
+                inputs["bin_path"],
+                bs,
+                plan["result_dir"],
+                name,
+                config.outfmt,
+                device_ids=plan["device_ids"],
+                purpose=run_key,
+            )
+        records["infer"].append(inferred)
+        records["perf"].append(
+            perf_step(
+                backend,
+                compiled["artifact"],
+                bs,
+                loop=1,
+                rounds=1,
+                device_ids=chips_for_perf(plan["device_ids"], inferred),
+            )
+        )
+    with measured(stage("postprocess/accuracy")):
+        rows = collect_rows(plan["batch_sizes"], records, inputs, None, plan["failure_dir"], plan["accuracy_scope"])
+    assert all(r.get("error") is None for r in rows), [r.get("error") for r in rows]
+    with measured(stage("record"), lambda: tree(run_dir / "report.md")):
+        recorded = record_results(
+            store,
+            config,
+            run_key=run_key,
+            source="cli",
+            inputs=inputs,
+            model=model,
+            backend_description=plan["backend_description"],
+            rows=rows,
+            run_uid=plan["run_uid"],
+        )
+        write_report(store, run_key, None, run_dir)
+    assert recorded, recorded
+    owner.close()
+    with measured(stage("retention")):
+        report = apply_retention(work, store, RetentionPolicy())
+    outputs = tree(run_dir / "result")
+    folder = tree(run_dir)
+    bins = new_bins()
+    left = {
+        "run folder (outputs kept: among the last 3)": folder[0],
+        "run folder files": folder[1],
+        "run folder once its outputs age out": folder[0] - outputs[0],
+        "run folder files once aged out": folder[1] - outputs[1],
+        "bins cache entry": bins[0],
+        "bins cache files": bins[1],
+        "cache total after retention": report.cache_size,
+        "results DB (all runs so far)": disk_size(db),
+    }
+    return stages, left
+
+
+def _trees(paths: list[Path]) -> tuple[int, int]:
+    sizes = [tree(p) for p in paths]
+    return sum(x[0] for x in sizes), sum(x[1] for x in sizes)
+
+
+def slope(x0: float, y0: float, x1: float, y1: float) -> float:
+    """log-log slope: 1 = linear."""
+    if min(x0, y0, x1, y1) <= 0 or x0 == x1:
+        return float("nan")
+    return math.log(y1 / y0) / math.log(x1 / x0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,5000,20000,50000", help="image counts (comma-separated)")
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)), help="default: the recipe's six"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (its path is printed)")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    logging.basicConfig(level=logging.WARNING)
+
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    work = base / "work"
+    use_doubles(base / "leases")
+    store = ResultsStore(f"sqlite:///{base / 'results.db'}")
+    print(
+        f"sizes {sizes}, batch sizes {list(batch_sizes)}, Ascend doubles (no delay, 1 fake chip); {os.cpu_count()} "
+        f"cores; {GENERATED_NOTE}; temp {base}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    export_once(work / "cache")
+    print(f"ONNX export (once, not per N): {time.perf_counter() - start:.0f} s", flush=True)
+    results: dict[int, list[Stage]] = {}
+    left: dict[int, dict[str, int]] = {}
+    try:
+        for n in sizes:
+            results[n], left[n] = run_size(n, base, work, batch_sizes, store, base / "results.db")
+            total = sum(s.seconds for s in results[n])
+            print(f"  N={n}: {total:.0f} s over all stages", flush=True)
+            # Measured: this size's images, bins and outputs go (50k: 28 GiB of bins), the disk is shared.
+            shutil.rmtree(base / f"val_{n}", ignore_errors=True)
+            for leftover in [*(work / "cache" / "bins").glob("*"), work / "runs" / f"scale-{n}" / "result"]:
+                shutil.rmtree(leftover, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+    names = [s.name for s in results[sizes[0]]]
+    print()
+    print("| stage | " + " | ".join(f"N={n}: s, img/s, peak RSS MiB, disk MiB, files" for n in sizes) + " | growth |")
+    print("|---|" + "---|" * len(sizes) + "---|")
+    failed = []
+    for i, name in enumerate(names):
+        cells = []
+        for n in sizes:
+            s = results[n][i]
+            cells.append(
+                f"{s.seconds:.1f}, {s.images / s.seconds:,.0f}, {s.peak_rss / MIB:,.0f}, {s.disk / MIB:,.1f}, "
+                f"{s.files:,}"
+            )
+        exps = [
+            slope(a, results[a][i].seconds, b, results[b][i].seconds) for a, b in zip(sizes, sizes[1:], strict=False)
+        ]
+        last = exps[-1] if exps else float("nan")
+        # A stage under MIN_SECONDS at the largest size is timer noise and fixed costs: shown, not held.
+        held = results[sizes[-1]][i].seconds >= MIN_SECONDS
+        ok = not exps or not held or not last > GOAL_EXPONENT
+        if not ok:
+            failed.append(name)
+        shown = " / ".join(f"{e:.2f}" for e in exps) or "-"
+        mark = "" if ok else " FAIL"
+        mark += "" if held else f" (under {MIN_SECONDS:.0f} s: not held)"
+        print(f"| {name} | " + " | ".join(cells) + f" | {shown}{mark} |")
+    print()
+    print("What a run leaves on disk after retention (default policy: outputs of the last 3 runs kept):")
+    print("| | " + " | ".join(f"N={n}" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for key in left[sizes[0]]:
+        unit = "files" in key
+        cells = [f"{left[n][key]:,}" if unit else f"{left[n][key] / MIB:,.1f} MiB" for n in sizes]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    print(
+        f"\ngrowth exponent between the two largest sizes <= {GOAL_EXPONENT} for every stage: "
+        + ("met" if not failed else f"MISSED ({', '.join(failed)})")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
