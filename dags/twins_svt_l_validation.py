@@ -9,9 +9,11 @@ The Ascend ModelZoo recipe for Twins-SVT-L (`alt_gvt_large`, timm `twins_svt_lar
    against PyTorch) run in parallel;
 3. per batch size: **compile** (`atc` -> `.om`, or an ONNX Runtime artifact; in parallel, bounded by the
    `ascend_compile` pool) -> **infer** (`ais_bench`, one output per image) -> **perf** (`ais_bench --loop`, in
-   rounds), infer and perf on one NPU chip leased from the run's device ids, so N chips run N batch sizes at once;
+   rounds), on NPU chips leased from the run's device ids: infer split over the free ones (`infer_chips`), perf
+   on one;
 4. **accuracy** (top-1/top-5 per batch size, agreement with PyTorch logits; batch sizes whose chain failed are
-   recorded with the reason) -> **record** (results database) -> **report** (the recipe's table) ->
+   recorded with the reason; with *Accuracy batch sizes* set, the others infer only a sample and are checked
+   against a full batch size's outputs on it) -> **record** (results database) -> **report** (the recipe's table) ->
    **regression_check** (each batch size against the median of the last accepted runs of the same setup,
    beyond threshold and measured noise, re-measured, and failed only when a second run saw it too; agreement
    with PyTorch against its limits; it also fails a run with a failed batch size, so the alarm shows);
@@ -163,8 +165,19 @@ PARAMS = {
         title="NPU device ids",
         section="Backend",
         description='Chips the batch sizes may use, e.g. [0, 1, 2, 3], or "auto" = every chip npu-smi info '
-        "shows. Each batch size's infer and perf lease one chip: N chips run N batch sizes at once.",
+        "shows. Each batch size's inference is split over the chips free when it starts (and more as they free "
+        "up; see 'Chips per inference'); its perf leases one chip.",
     ),  # fmt: skip
+    "infer_chips": Param(
+        DEFAULTS.infer_chips,
+        type="integer",
+        minimum=0,
+        maximum=MAX_DEVICE_ID + 1,
+        title="Chips per inference",
+        section="Backend",
+        description="At most this many chips one batch size's inference is split over (disjoint slices of the "
+        "inputs, one ais_bench per chip, outputs merged): 0 = every chip of the run, 1 = one chip per batch size.",
+    ),
     "precision_mode": Param(
         RECIPE_DEFAULT_PRECISION,
         type="string",
@@ -222,6 +235,34 @@ PARAMS = {
         title="Reference images",
         section="Run",
         description="Images whose outputs are compared with PyTorch fp32 logits (0 = skip).",
+    ),
+    # Which batch sizes infer and score the whole dataset; the others infer a sample and are checked against the
+    # first full one's outputs on it (RecipeConfig.accuracy_scope; `twins run --accuracy-batch-sizes`).
+    "accuracy_batch_sizes": Param(
+        DEFAULTS.accuracy_batch_sizes,
+        anyOf=[
+            {"type": "string", "enum": ["all"]},
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
+        ],
+        title="Accuracy batch sizes",
+        section="Run",
+        description='"all" (as the recipe): every batch size scores top-1/top-5 on the full dataset. Or a few of '
+        "the batch sizes, e.g. [1]: the others still run perf, infer only the first 'Accuracy sample images' and "
+        "fail when their outputs disagree with the first full batch size's beyond the agreement-with-PyTorch limits.",
+    ),
+    "accuracy_sample_images": Param(
+        DEFAULTS.accuracy_sample_images,
+        type="integer",
+        minimum=1,
+        title="Accuracy sample images",
+        section="Run",
+        description="Images (the first, in natural order; at most the dataset) a batch size outside 'Accuracy "
+        "batch sizes' infers and is checked on.",
     ),
     "outfmt": Param(
         DEFAULTS.outfmt, type="string", enum=sorted(OUTPUT_FORMATS, reverse=True), title="Output format", section="Run"
@@ -448,6 +489,8 @@ def twins_svt_l_validation():
             output_root=planned["result_dir"],
             outfmt="{{ params.outfmt }}",
             device_ids=planned["device_ids"],
+            infer_chips="{{ params.infer_chips }}",
+            accuracy_scope=planned["accuracy_scope"],
             failure_dir=planned["failure_dir"],
             queue=NPU_QUEUE,
             pool=NPU_POOL,
@@ -503,7 +546,8 @@ def twins_svt_l_validation():
             raise AirflowSkipException(f"nothing to score: no output from {', '.join(missing)} (see the failed task)")
         reference = prepare_reference_for(_config(planned), planned["cache_dir"], inputs, model)
         records = {step: [r for r in _as_list((chains or {}).get(step)) if r] for step in BATCH_STEPS}
-        return collect_rows(planned["batch_sizes"], records, inputs, reference, planned["failure_dir"])
+        scope = planned.get("accuracy_scope")  # None: planned before it existed (every batch size full)
+        return collect_rows(planned["batch_sizes"], records, inputs, reference, planned["failure_dir"], scope)
 
     @task(task_id=RECORD_TASK_ID, execution_timeout=dt.timedelta(minutes=10))
     @maps_failures

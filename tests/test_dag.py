@@ -152,6 +152,14 @@ def test_param_defaults_valid_and_bad_batch_sizes_rejected(dag):
         with pytest.raises(ParamValidationError, match="batch_sizes") as info:
             copy.validate()
         assert words in str(info.value).lower() or not words
+    # Accuracy scope: "all" (the recipe's way) by default; a list of at least one batch size otherwise.
+    assert (params["accuracy_batch_sizes"], params["accuracy_sample_images"]) == ("all", 500)
+    for name, bad in (("accuracy_batch_sizes", []), ("accuracy_batch_sizes", "some"), ("accuracy_batch_sizes", [0]),
+                      ("accuracy_sample_images", 0)):  # fmt: skip
+        copy = ParamsDict({k: v for k, v in dag.params.items()})
+        copy[name] = dag.params.get_param(name).__class__(bad, **dag.params.get_param(name).schema)
+        with pytest.raises(ParamValidationError, match=name):
+            copy.validate()
 
 
 def _run(dag, conf):
@@ -371,7 +379,10 @@ def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, 
 
     monkeypatch.setattr(OnnxRuntimeBackend, "perf", perf)
     monkeypatch.setenv("AIRFLOW_CONN_TWINS_NOTIFY_SMTP", smtp_server.connection())
-    dr, states = _run(dag, _conf(dataset, batch_sizes=[1, 4], max_throughput_drop_pct=1000.0))
+    # bs1 alone scores the full dataset; bs4 infers the first 4 of the 6 images (its perf then fails).
+    conf = _conf(dataset, batch_sizes=[1, 4], max_throughput_drop_pct=1000.0, accuracy_batch_sizes=[1],
+                 accuracy_sample_images=4)  # fmt: skip
+    dr, states = _run(dag, conf)
     assert str(states[("per_batch_size.perf", 1)]).endswith("failed")
     for task_id in ("accuracy", "record", "report"):
         assert str(states[(task_id, -1)]).endswith("success"), states
@@ -387,6 +398,11 @@ def test_one_failed_batch_size_keeps_the_others_and_fails_the_run(dag, dataset, 
     assert failed["batch_size"] == 4 and failed["status"] == "failed" and failed["throughput"] is None
     assert "perf of bs4 crashed" in failed["error"]
     assert run["regression_details"]["incomplete"] == {"4": failed["error"]}
+    # The accuracy scope reached the infer tasks: bs1 inferred every image, bs4 the sample; the record says so.
+    result = Path(run["report_path"]).parent / "result"
+    assert len(list((result / "twins_svt_large_bs1").glob("*_0.txt"))) == 6
+    assert len(list((result / "twins_svt_large_bs4").glob("*_0.txt"))) == 4
+    assert run["config"]["accuracy_scope"]["full"] == [1] and list(run["config"]["accuracy_scope"]["sampled"]) == ["4"]
     # One mail for the run: the check's verdict table as recorded, and each failed task with its error.
     (mail,) = smtp_server.mails
     assert mail["Subject"] == f"[Twins-SVT-L] regression check failed: {dr.run_id}"
@@ -402,12 +418,15 @@ def test_twins_run_keeps_the_other_batch_sizes_when_one_fails(dataset, airflow_d
     # The CLI's side of partial results: the same steps carry on past a failed batch size and record "partial".
     from twins_tasks.backends.onnxruntime import OnnxRuntimeBackend
     from twins_tasks.errors import ToolError
+    from twins_tasks.layout import list_inputs
     from twins_tasks.recipe import BackendSettings, RecipeConfig
     from twins_tasks.run import run_recipe
 
     real_infer = OnnxRuntimeBackend.infer
+    inferred: dict[int, int] = {}
 
     def infer(self, artifact, inputs, batch_size, *args, **kw):
+        inferred[batch_size] = len(list_inputs(inputs))
         if batch_size == 4:
             raise ToolError("inference of bs4 crashed (a constructed failure)")
         return real_infer(self, artifact, inputs, batch_size, *args, **kw)
@@ -415,7 +434,8 @@ def test_twins_run_keeps_the_other_batch_sizes_when_one_fails(dataset, airflow_d
     monkeypatch.setattr(OnnxRuntimeBackend, "infer", infer)
     config = RecipeConfig(
         dataset_path=str(dataset), random_init=True, backend=BackendSettings(name="onnxruntime"),
-        batch_sizes=(1, 4), perf_loops=2, perf_rounds=2, reference_images=0,
+        batch_sizes=(1, 4), perf_loops=2, perf_rounds=2, reference_images=0, accuracy_batch_sizes=(1,),
+        accuracy_sample_images=4,
     )  # fmt: skip
     result = run_recipe(config, work_dir=os.environ["TWINS_WORK_DIR"], run_key="cli-partial", results_url=_store().url)
     assert not result["ok"]
@@ -423,6 +443,13 @@ def test_twins_run_keeps_the_other_batch_sizes_when_one_fails(dataset, airflow_d
     assert run["status"] == "partial" and list(run["failed_batch_sizes"]) == ["4"]
     assert [b["status"] for b in run["batches"]] == ["ok", "failed"]
     assert "infer: inference of bs4 crashed" in run["batches"][1]["error"]
+    # `twins run` infers bs4 (outside accuracy_batch_sizes) on the first 4 images only, and records it as sampled.
+    assert inferred == {1: 6, 4: 4}
+    assert run["config"]["accuracy_scope"] == {
+        "full": [1],
+        "sampled": {"4": dict.fromkeys(("checked_against", "sample_images", "sample_agreement_top1",
+                                        "sample_max_abs_diff"))},
+    }  # fmt: skip
     out = capsys.readouterr().out
     assert "FAILED batch sizes" in out and "it is partial, so it will not be a reference" in out
     bs4 = out[out.index("\nbs4\n") :]  # the verdict table's bs4 section: no result, and why

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
             "reference",
             "cache",
             "devices",
+            "sharding",
         ),
         2,
     ),

@@ -68,6 +68,15 @@ def test_cli_flags_and_dag_params_of_the_same_setup_give_the_same_configuration(
     flags = ("--keep-runs", "1", "--keep-failed-days", "2.5", "--grace-hours", "6", "--cache-budget-gib", "none")
     cli = recipe_from_args(_cli_args("--root_path", "/data/val", "--random-init", *flags))
     assert RecipeConfig.from_params(_dag_params(**retention)).retention == cli.retention == RetentionPolicy(**retention)
+    # The accuracy scope: "all" by default from both, and the same choice from a Param and a flag.
+    assert from_dag.accuracy_batch_sizes == from_cli.accuracy_batch_sizes == "all"
+    scoped = recipe_from_args(
+        _cli_args("--root_path", "/data/val", "--random-init", "--backend", "onnxruntime", "--batch-sizes", "1,4",
+                  "--loop", "2", "--reference-images", "3", "--accuracy-batch-sizes", "1",
+                  "--accuracy-sample-images", "7")
+    )  # fmt: skip
+    assert scoped == RecipeConfig.from_params(_dag_params(accuracy_batch_sizes=[1], accuracy_sample_images=7))
+    assert scoped.accuracy_scope()["sampled"] == [4]
 
 
 def test_old_flag_spellings_stay_as_aliases():
@@ -87,6 +96,11 @@ def test_old_flag_spellings_stay_as_aliases():
         ({"opset": 9}, "opset 9"),
         ({"keep_runs": -1}, "keep_runs -1"),
         ({"cache_budget_gib": -1.0}, "cache_budget_gib -1"),
+        # Accuracy scope: only the run's batch sizes, at least one full one, a sample of at least one image.
+        ({"accuracy_batch_sizes": [1, 8]}, r"accuracy batch size\(s\) 8 are not among the batch sizes 1, 4"),
+        ({"accuracy_batch_sizes": []}, "no accuracy batch size given"),
+        ({"accuracy_batch_sizes": "some"}, "accuracy batch sizes 'some'"),
+        ({"accuracy_sample_images": 0}, "accuracy sample images 0"),
     ],
 )
 def test_one_validation_names_the_bad_setting(change, words):

@@ -184,13 +184,32 @@ def test_unknown_baseline_says_what_to_use(store: ResultsStore) -> None:
 
 
 def test_history_oldest_first_marks_regression_and_reference(store: ResultsStore) -> None:
+    from twins_tasks.history import batch_history, mark_run, select_reference
+
     data = views.history(store, ORT_CONFIG)
     assert [p["run_key"] for p in data["points"]] == NIGHTLY
     assert data["batch_sizes"] == [1, 4, 8]
     assert [p["regressed"] for p in data["points"]] == [False, False, True, False, False]
-    # The reference is what the next run would be compared with: the store's own choice.
-    assert data["reference_run_key"] == store.last_successful(ORT_CONFIG)["run_key"] == NIGHTLY[4]  # type: ignore[index]
-    assert [p["reference"] for p in data["points"]] == [False, False, False, False, True]
+    # The reference is what the next run would be compared with, as the regression check picks it: each batch
+    # size's window of accepted runs (the failed third night is not in it).
+    window = [h.run_key for h in select_reference(batch_history(store, ORT_CONFIG, 4)).window]
+    assert window == [NIGHTLY[0], NIGHTLY[1], NIGHTLY[3], NIGHTLY[4]] and data["references"]["4"]["runs"] == window
+    assert data["reference_run_key"] == NIGHTLY[4]
+    assert [p["reference"] for p in data["points"]] == [True, True, False, True, True]
+    assert data["change_points"] == data["excluded"] == [] and data["points"][0]["mark"] is None
+    # A person's marks: the second night is the new normal (the window starts there), the fourth is excluded.
+    mark_run(store, NIGHTLY[1], "accept", "CANN 8.0.RC2 is the new normal", by="ana")
+    mark_run(store, NIGHTLY[3], "exclude", "noisy neighbour", by="bo")
+    marked = views.history(store, ORT_CONFIG)
+    assert [p["reference"] for p in marked["points"]] == [False, True, False, False, True]
+    assert marked["references"]["1"] == {"runs": [NIGHTLY[1], NIGHTLY[4]], "change_point": NIGHTLY[1]}
+    assert (marked["change_points"], marked["excluded"]) == ([NIGHTLY[1]], [NIGHTLY[3]])
+    assert [(p["accepted"], p["excluded"]) for p in marked["points"][1:4]] == [
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
+    assert marked["points"][3]["mark"]["by"] == "bo" and marked["points"][3]["mark"]["why"] == "noisy neighbour"
     assert data["points"][2]["throughput"]["4"] == pytest.approx(10.5 * 0.6 + 0.2)
     assert [p["top1"] for p in data["points"]] == [12.5, 13.5, 14.5, 15.5, 16.5]
     assert [p["run_key"] for p in views.history(store, ORT_CONFIG, limit=2)["points"]] == NIGHTLY[3:]
@@ -480,7 +499,7 @@ def test_runs_page_in_the_airflow_nav(page: Any, airflow_ui: AirflowUI) -> None:
         assert row.get_attribute("data-run-key") == run["run_key"]
         cells = row.locator("td").all_inner_texts()
         assert cells[2] == run["run_key"] and cells[4] == run["backend"]
-        assert cells[12] == _cell(run["best_throughput"]) and cells[13] == _cell(run["top1"])
+        assert cells[13] == _cell(run["best_throughput"]) and cells[14] == _cell(run["top1"])
     # The markup run name is shown as text and did not run.
     assert frame.locator("a.run-link", has_text="<script>window.__xss = 1</script>").count() == 1
     assert page.frames[1].evaluate("window.__xss") is None
@@ -523,8 +542,11 @@ def test_history_page_chart_with_regression_and_reference(page: Any, airflow_ui:
     assert frame.locator("#history-table tbody tr").count() == len(data["points"]) == 6
     regressed = frame.locator("#history-table tbody tr.regressed")
     assert regressed.count() == 1 and regressed.get_attribute("data-run-key") == NIGHTLY[2]
+    # The reference window's runs (the fixture's DAG run was never checked: it is in no reference).
     reference = frame.locator("#history-table tbody tr.reference")
-    assert reference.get_attribute("data-run-key") == data["reference_run_key"]
+    shown = [reference.nth(i).get_attribute("data-run-key") for i in range(reference.count())]
+    assert shown == [p["run_key"] for p in reversed(data["points"]) if p["reference"]] and len(shown) == 4
+    assert frame.locator("#reference-link").inner_text() == data["reference_run_key"] == NIGHTLY[4]
     assert _painted_pixels(frame, "chart") > 1000 and _painted_pixels(frame, "chart-top1") > 500
     points = frame.locator("#chart").evaluate("c => c.chart.data.datasets.map(d => d.data.length)")
     assert points == [6, 6, 6]
@@ -1054,3 +1076,159 @@ def test_configuration_filter_lists_the_newest_configurations_and_the_selected_o
     assert "151 more (older) configurations" in page
     # The history page's label is the configuration's, whatever its age.
     assert "onnxruntime · random weights" in client.get("/history", params={"config_key": ORT_CONFIG}).text
+
+
+# --- issue 18: people curate the history (accept as the new normal, exclude from references) -------------------
+
+WRITE = {"X-Requested-By": "twins-results"}  # what the run page's script sends with a change
+
+
+@pytest.fixture(scope="module")
+def auth_manager() -> Any:
+    """Airflow's configured auth manager (SimpleAuthManager), as the api-server holds it: the app asks it."""
+    from airflow.api_fastapi.app import create_auth_manager
+
+    return create_auth_manager()
+
+
+def _as(store: ResultsStore, username: str, role: str) -> Any:
+    """The app in-process, logged in as a SimpleAuthManager user of ``role`` (admin, op, user or viewer)."""
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    user = SimpleAuthManagerUser(username=username, role=role)
+    return TestClient(create_app(store.url, user_dependency=lambda: user))
+
+
+def test_a_user_airflow_lets_change_runs_accepts_and_excludes(store: ResultsStore, auth_manager: Any) -> None:
+    ana = _as(store, "ana", "user")  # SimpleAuthManager: "user" and up may change DAG runs
+    page = ana.get("/run", params={"run_key": NIGHTLY[2]}).text
+    assert 'id="mark-form"' in page and 'id="mark-not-allowed"' not in page and 'id="run-marks-none"' in page
+    answer = ana.post(
+        "/api/mark", json={"run_key": NIGHTLY[2], "action": "exclude", "why": " noisy <b>neighbour</b> "}, headers=WRITE
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["mark"] == {
+        "action": "exclude",
+        "by": "ana",
+        "at": answer.json()["mark"]["at"],
+        "why": "noisy <b>neighbour</b>",
+    }
+    accepted = ana.post(
+        "/api/mark", json={"run_key": NIGHTLY[3], "action": "accept", "why": "CANN 8.0.RC2"}, headers=WRITE
+    )
+    assert accepted.status_code == 200 and accepted.json()["mark"]["action"] == "accept"
+    # Who, when and why: on the run page, in the runs list and in the history (its reference follows the marks).
+    page = ana.get("/run", params={"run_key": NIGHTLY[2]}).text
+    assert 'id="run-mark">excluded from references<' in page
+    assert "excluded from references by ana at 20" in page and "UTC: noisy &lt;b&gt;neighbour&lt;/b&gt;" in page
+    runs = ana.get("/api/runs", params={"config_key": ORT_CONFIG}).json()["runs"]
+    assert {r["run_key"]: (r["mark"] or {}).get("action") for r in runs} == {
+        NIGHTLY[0]: None, NIGHTLY[1]: None, NIGHTLY[2]: "exclude", NIGHTLY[3]: "accept", NIGHTLY[4]: None
+    }  # fmt: skip
+    assert "accepted as the new normal by ana at " in ana.get("/", params={"config_key": ORT_CONFIG}).text
+    history = ana.get("/api/history", params={"config_key": ORT_CONFIG}).json()
+    assert history["change_points"] == [NIGHTLY[3]] and history["excluded"] == [NIGHTLY[2]]
+    assert [p["reference"] for p in history["points"]] == [False, False, False, True, True]
+    # An API client with its JWT in the Authorization header needs no page header.
+    bearer = ana.post(
+        "/api/mark",
+        json={"run_key": NIGHTLY[4], "action": "exclude", "why": "x"},
+        headers={"Authorization": "Bearer t"},
+    )
+    assert bearer.status_code == 200
+
+
+def test_marking_is_refused_without_permission_reason_run_or_the_pages_header(
+    store: ResultsStore, auth_manager: Any
+) -> None:
+    from twins_tasks.history import run_marks
+
+    viewer = _as(store, "vic", "viewer")
+    page = viewer.get("/run", params={"run_key": NIGHTLY[1]}).text
+    assert 'id="mark-form"' not in page and 'id="mark-not-allowed"' in page
+    body = {"run_key": NIGHTLY[1], "action": "accept", "why": "looks fine"}
+    forbidden = viewer.post("/api/mark", json=body, headers=WRITE)
+    assert forbidden.status_code == 403 and "does not let you change runs" in forbidden.json()["detail"]
+    admin = _as(store, "adm", "admin")
+    no_why = {"run_key": NIGHTLY[1], "action": "accept"}
+    for sent in (no_why, {**no_why, "why": None}, {**no_why, "why": ""}, {**no_why, "why": "   "}):
+        missing = admin.post("/api/mark", json=sent, headers=WRITE)
+        assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "why"], missing.text
+    assert admin.post("/api/mark", json={**body, "action": "bless"}, headers=WRITE).status_code == 422
+    unknown = admin.post("/api/mark", json={**body, "run_key": "no-such-run"}, headers=WRITE)
+    assert unknown.status_code == 404 and "no-such-run" in unknown.json()["detail"]
+    # CSRF: the login cookie alone (what another site's form would send along) is not enough, nor a browser
+    # saying the request came from another site.
+    assert admin.post("/api/mark", json=body).status_code == 403
+    assert admin.post("/api/mark", json=body, headers={**WRITE, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+    # A run that measured nothing cannot be the new normal: 400 with the library's words.
+    store.record_run(_run("nothing-measured", ORT_CONFIG), [{"batch_size": 1, "throughput": None}])
+    empty = admin.post("/api/mark", json={**body, "run_key": "nothing-measured"}, headers=WRITE)
+    assert empty.status_code == 400 and "cannot be the new normal" in empty.json()["detail"]
+    from fastapi.testclient import TestClient
+
+    from twins_airflow.ui.app import create_app
+
+    anonymous = TestClient(create_app(store.url)).post("/api/mark", json=body, headers=WRITE)
+    assert anonymous.status_code == 401 and anonymous.json() == {"detail": "Not authenticated"}
+    assert run_marks(store, [NIGHTLY[1], "nothing-measured"]) == {}
+
+
+def test_marking_through_the_api_server_asks_airflows_auth_manager(airflow_ui: AirflowUI, auth_manager: Any) -> None:
+    """The real api-server: a viewer's JWT (the token SimpleAuthManager issues to a "viewer" user) is refused, and
+    so is the admin's login cookie without the pages' header; nothing is recorded."""
+    import httpx
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    url = airflow_ui.url + "/twins-results/api/mark"
+    body = {"run_key": airflow_ui.dag_run_id, "action": "exclude", "why": "not allowed"}
+    viewer = auth_manager.generate_jwt(SimpleAuthManagerUser(username="vic", role="viewer"))
+    refused = httpx.post(url, json=body, headers={"Authorization": f"Bearer {viewer}"}, timeout=30)
+    assert refused.status_code == 403 and "does not let you change runs" in refused.text, refused.text
+    cookie_only = httpx.post(url, json=body, cookies={"_token": airflow_ui.token}, timeout=30)
+    assert cookie_only.status_code == 403 and "X-Requested-By" in cookie_only.text, cookie_only.text
+    from twins_tasks.history import run_marks
+
+    assert run_marks(airflow_ui.store, [airflow_ui.dag_run_id]) == {}
+
+
+def test_accept_a_run_in_the_airflow_ui_and_see_the_change_point(page: Any, airflow_ui: AirflowUI) -> None:
+    from sqlalchemy import delete, select
+    from sqlalchemy.orm import Session
+
+    from twins_tasks.store import RunMark, ValidationRun
+
+    run_id = airflow_ui.dag_run_id
+    ui_path = f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/twins-run-results"
+    try:
+        frame = _in_ui(page, airflow_ui, ui_path, "#mark-form")
+        frame.locator("body[data-links]").wait_for()  # twins.js runs
+        frame.locator("#mark-why").fill("ONNX Runtime 1.31 is the new normal")
+        frame.locator("#mark-accept").click()
+        counts = frame.locator("#run-marks li.counts")
+        counts.wait_for(timeout=15_000)  # the page shown again, with the mark
+        assert counts.get_attribute("data-action") == "accept" and counts.get_attribute("data-by") == "admin"
+        assert counts.inner_text().startswith("accepted as the new normal by admin at ")
+        assert counts.inner_text().endswith("UTC: ONNX Runtime 1.31 is the new normal")
+        assert frame.locator("#run-mark").inner_text() == "accepted as the new normal"
+        _shot(page, "run_accepted")
+
+        frame.locator("#history-link").click()
+        chart = frame.locator('#chart[data-drawn="true"][data-change-points]')  # the history's chart
+        chart.wait_for(timeout=15_000)
+        assert json.loads(chart.get_attribute("data-change-points")) == [run_id]
+        row = frame.locator(f'#history-table tbody tr[data-run-key="{run_id}"]')
+        assert "accepted" in (row.get_attribute("class") or "") and "reference" in (row.get_attribute("class") or "")
+        assert "by admin at" in row.locator("td.run-mark").inner_text()
+        # Its point on the chart (oldest first, like the history's points) is the change point's triangle.
+        index = [p["run_key"] for p in views.history(airflow_ui.store, ORT_CONFIG)["points"]].index(run_id)
+        styles = chart.evaluate("(c, i) => c.chart.data.datasets.map(d => d.pointStyle[i])", index)
+        assert styles == ["triangle"] * 3
+        _shot(page, "history_change_point")
+    finally:
+        with Session(airflow_ui.store.engine) as session, session.begin():
+            run = session.scalars(select(ValidationRun.id).where(ValidationRun.run_key == run_id)).one()
+            session.execute(delete(RunMark).where(RunMark.run_id == run))

@@ -60,6 +60,24 @@ def parse_batch_sizes(value: str | list[int] | tuple[int, ...]) -> tuple[int, ..
     return tuple(sizes)
 
 
+def parse_accuracy_batch_sizes(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...] | str:
+    """``all`` (every batch size scores the full dataset, as the recipe), or the batch sizes that do: '1,4' or
+    [1, 4] -> (1, 4). At least one: the others are checked against its outputs. Whether they are among the run's
+    batch sizes is :meth:`twins_tasks.recipe.RecipeConfig.validate`'s check."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not [item for item in items if str(item).strip()]:
+        raise InputError(
+            "no accuracy batch size given: name at least one batch size that scores the full dataset (the others "
+            "are checked against its outputs), e.g. 1, or all"
+        )
+    try:
+        return parse_batch_sizes(value)
+    except InputError as exc:
+        raise InputError(f"accuracy batch sizes {value!r}: {exc}") from None
+
+
 def parse_device_ids(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...] | str:
     """``auto``, ``0,1,2`` or [0, 1, 2] -> "auto" or (0, 1, 2); 0 to MAX_DEVICE_ID, unique.
 

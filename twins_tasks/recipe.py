@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .baseline import parse_baseline_numbers
-from .checks import check_weights_choice, parse_batch_sizes, parse_device_ids
+from .checks import check_weights_choice, parse_accuracy_batch_sizes, parse_batch_sizes, parse_device_ids
 from .constants import (
     BACKEND_NAMES,
     DEFAULT_BATCH_SIZES,
@@ -36,8 +36,8 @@ class BackendSettings:
     """What selects and configures the backend; each backend reads the fields it knows."""
 
     name: str = "auto"
-    # ascend: the chips this run may use ("auto" = every chip npu-smi shows); each batch size's device work
-    # leases one of them (twins_tasks.devices), so N chips run N batch sizes at once.
+    # ascend: the chips this run may use ("auto" = every chip npu-smi shows); each batch size's inference is
+    # split over those free (twins_tasks.sharding, capped by RecipeConfig.infer_chips), its perf leases one.
     device_ids: tuple[int, ...] | str = (0,)
     soc_version: str = "auto"
     precision_mode: str | None = None
@@ -80,8 +80,15 @@ class RecipeConfig:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     perf_loops: int = 20
     perf_rounds: int = 3
+    # At most this many chips one batch size's inference is split over (twins_tasks.sharding): 0 = every chip
+    # of the run, 1 = one chip per batch size (as before the split). Perf always runs on one chip.
+    infer_chips: int = 0
     outfmt: str = "TXT"
     reference_images: int = 16
+    # Which batch sizes score the full dataset ("all", as the recipe). The others infer only the first
+    # accuracy_sample_images inputs (natural order) and are checked against a full batch size's outputs on them.
+    accuracy_batch_sizes: tuple[int, ...] | str = "all"
+    accuracy_sample_images: int = 500
     baseline: str | dict[str, float] | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     # What the end of the run removes from the work dir (twins_tasks.retention); not part of the config key.
@@ -110,11 +117,45 @@ class RecipeConfig:
             raise InputError(f"perf loop count {self.perf_loops} must be at least 1")
         if not 1 <= self.perf_rounds <= 20:
             raise InputError(f"perf rounds {self.perf_rounds} must be from 1 to 20")
+        if isinstance(self.infer_chips, bool) or not isinstance(self.infer_chips, int) or self.infer_chips < 0:
+            raise InputError(
+                f"infer chips {self.infer_chips!r} must be 0 (every chip of the run) or more (at most that many chips "
+                "per batch size's inference)"
+            )
         if self.outfmt not in OUTPUT_FORMATS:
             raise InputError(f"output format {self.outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
         if self.reference_images < 0:
             raise InputError(f"reference images {self.reference_images} must be 0 (skip) or more")
+        self._check_accuracy_scope()
         parse_baseline_numbers(self.baseline)  # bad numbers fail now, before hours of work
+
+    def _check_accuracy_scope(self) -> None:
+        scope = parse_accuracy_batch_sizes(self.accuracy_batch_sizes)
+        if scope != "all":
+            strays = [bs for bs in scope if bs not in self.batch_sizes]
+            if strays:
+                raise InputError(
+                    f"accuracy batch size(s) {', '.join(map(str, strays))} are not among the batch sizes "
+                    f"{', '.join(map(str, self.batch_sizes))}: choose from those, or all"
+                )
+        if self.accuracy_sample_images < 1:
+            raise InputError(
+                f"accuracy sample images {self.accuracy_sample_images} must be at least 1 (the images a batch size "
+                "that does not score the full dataset is checked on)"
+            )
+
+    def accuracy_scope(self) -> dict[str, Any]:
+        """Which batch sizes score the full dataset, which only infer a sample and are checked against one of those
+        (:func:`twins_tasks.results.collect_rows`), and the limits of that check: agreement with PyTorch's."""
+        scope = parse_accuracy_batch_sizes(self.accuracy_batch_sizes)
+        full = sorted(self.batch_sizes if scope == "all" else scope)
+        return {
+            "full": full,
+            "sampled": sorted(bs for bs in self.batch_sizes if bs not in full),
+            "sample_images": self.accuracy_sample_images,
+            "min_agreement_top1": self.thresholds.min_agreement_top1,
+            "max_abs_diff": self.thresholds.max_agreement_abs_diff,
+        }
 
     def check_paths(self) -> None:
         """The dataset folder and the checkpoint exist here (the DAG runs this on the worker, not the scheduler)."""
@@ -160,6 +201,8 @@ class RecipeConfig:
         if "device_ids" in backend:
             backend["device_ids"] = parse_device_ids(backend["device_ids"])
         values["batch_sizes"] = tuple(values.get("batch_sizes", DEFAULT_BATCH_SIZES))
+        if "accuracy_batch_sizes" in values:
+            values["accuracy_batch_sizes"] = parse_accuracy_batch_sizes(values["accuracy_batch_sizes"])
         values["thresholds"] = Thresholds.from_mapping(values.get("thresholds"))
         values["retention"] = RetentionPolicy.from_mapping(values.get("retention"))
         return cls(backend=BackendSettings(**backend), **values)
@@ -187,8 +230,13 @@ class RecipeConfig:
             batch_sizes=parse_batch_sizes(params.get("batch_sizes", DEFAULTS.batch_sizes)),
             perf_loops=int(params.get("perf_loops", DEFAULTS.perf_loops)),
             perf_rounds=int(params.get("perf_rounds", DEFAULTS.perf_rounds)),
+            infer_chips=int(params.get("infer_chips", DEFAULTS.infer_chips)),
             outfmt=str(params.get("outfmt", DEFAULTS.outfmt)).upper(),
             reference_images=int(params.get("reference_images", DEFAULTS.reference_images)),
+            accuracy_batch_sizes=parse_accuracy_batch_sizes(
+                params.get("accuracy_batch_sizes", DEFAULTS.accuracy_batch_sizes)
+            ),
+            accuracy_sample_images=int(params.get("accuracy_sample_images", DEFAULTS.accuracy_sample_images)),
             baseline=params.get("baseline") or None,
             thresholds=Thresholds.from_mapping(params),
             retention=RetentionPolicy.from_mapping(params),

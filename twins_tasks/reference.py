@@ -4,6 +4,8 @@
 ais_bench's natural order) and saves the logits. ``twins compare`` reads any backend's ais_bench-layout outputs
 (TXT/NPY/BIN) for the same inputs and reports top-1 agreement, top-5 overlap and logit differences. This is
 meaningful even with random weights: it checks the compiled model computes what PyTorch computes.
+The same comparison checks one inference's outputs against another's (:func:`compare_outputs`: a batch
+size that infers only a sample against a batch size that scored the full dataset).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .cache import mark_used, sweep_stale_temps
-from .constants import DEFAULT_MODEL, IMAGE_SIZE
+from .constants import DEFAULT_MODEL, IMAGE_SIZE, NUM_CLASSES
 from .errors import InputError, MissingOutputError, ParityError
 from .files import atomic_path, sha256_json, write_json_atomic
 from .layout import find_outputs, list_inputs, load_input, read_output
@@ -141,6 +143,92 @@ def compare_with_reference(
     is written to ``json_path`` (``check=False``: only ``passed``/``failures`` in the record say so).
     """
     stems, ref_logits, meta = load_reference(reference)
+    about = {
+        "reference": str(reference),
+        "model": meta.get("model"),
+        "reference_weights": meta.get("weights"),
+        "random_init": meta.get("random_init"),
+    }
+    return compare_logits(
+        stems,
+        ref_logits,
+        pred_dir,
+        about=about,
+        min_top1_agreement=min_top1_agreement,
+        atol=atol,
+        json_path=json_path,
+        check=check,
+    )
+
+
+def compare_outputs(
+    reference_dir: str | Path,
+    pred_dir: str | Path,
+    stems: list[str],
+    *,
+    against: str,
+    min_top1_agreement: float | None = None,
+    atol: float | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """:func:`compare_logits` of the outputs in ``pred_dir`` against another inference's outputs in
+    ``reference_dir`` (``against`` names them in messages, e.g. "bs1's outputs"), on ``stems``.
+
+    Stems without a readable output in ``reference_dir`` are left out (said in the log); none at all is a
+    MissingOutputError. Both sides' TXT rounding widens ``atol``.
+    """
+    reference_dir = Path(reference_dir)
+    found = find_outputs(reference_dir) if reference_dir.is_dir() else {}
+    kept: list[str] = []
+    rows: list[np.ndarray] = []
+    formats: Counter[str] = Counter()
+    for stem in stems:
+        path = found.get(stem)
+        if path is None:
+            continue
+        try:
+            rows.append(read_output(path, NUM_CLASSES))
+        except (OSError, ValueError, InputError):
+            continue
+        kept.append(stem)
+        formats[path.suffix.lower().lstrip(".")] += 1
+    if not kept:
+        raise MissingOutputError(
+            f"none of the {len(stems)} images has a readable output in {reference_dir} ({against})"
+        )
+    if len(kept) < len(stems):
+        log.warning("%d of %d images have no readable output in %s: left out", len(stems) - len(kept), len(stems),
+                    reference_dir)  # fmt: skip
+    ref = np.stack(rows)
+    ref_rounding = TXT_ROUNDING + float(np.spacing(np.abs(ref).max())) if formats.get("txt") else 0.0
+    about = {"reference": str(reference_dir), "against": against}
+    return compare_logits(
+        kept,
+        ref,
+        pred_dir,
+        about=about,
+        ref_rounding=ref_rounding,
+        min_top1_agreement=min_top1_agreement,
+        atol=atol,
+        check=check,
+    )
+
+
+def compare_logits(
+    stems: list[str],
+    ref_logits: np.ndarray,
+    pred_dir: str | Path,
+    *,
+    about: dict[str, Any],
+    ref_rounding: float = 0.0,
+    min_top1_agreement: float | None = None,
+    atol: float | None = None,
+    json_path: str | Path | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """The comparison of :func:`compare_with_reference` against any logits (one row per stem); ``about`` says
+    what they are (``reference``, and ``against`` for messages: the PyTorch reference by default) and is kept
+    in the record; ``ref_rounding`` is the references' own text rounding (outputs of another inference)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(
@@ -187,6 +275,7 @@ def compare_with_reference(
     top5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5_ref, top5_pred, strict=False)]))
     # One ulp of the largest logit: float32 parsing of the rounded text adds at most that.
     rounding = TXT_ROUNDING + float(np.spacing(np.abs(ref).max())) if formats.get("txt") else 0.0
+    rounding += ref_rounding
 
     failures: list[str] = []
     if min_top1_agreement is not None and top1 < min_top1_agreement:
@@ -197,11 +286,8 @@ def compare_with_reference(
             + (f" + TXT rounding {rounding:.2g}" if rounding else "")
         )
     record: dict[str, Any] = {
-        "reference": str(reference),
+        **about,
         "pred": str(pred_dir),
-        "model": meta.get("model"),
-        "reference_weights": meta.get("weights"),
-        "random_init": meta.get("random_init"),
         "num_reference": len(stems),
         "num_compared": len(compared),
         "num_missing": len(missing),
@@ -239,14 +325,13 @@ def compare_with_reference(
 
 
 def failure_message(record: dict[str, Any]) -> str:
-    return f"outputs in {record['pred']} disagree with the PyTorch reference {record['reference']}: " + "; ".join(
-        record["failures"]
-    )
+    against = record.get("against") or f"the PyTorch reference {record['reference']}"
+    return f"outputs in {record['pred']} disagree with {against}: " + "; ".join(record["failures"])
 
 
 def agreement_line(record: dict[str, Any]) -> str:
     line = (
-        f"Agreement with PyTorch reference on {record['num_compared']} images: "
+        f"Agreement with {record.get('against') or 'PyTorch reference'} on {record['num_compared']} images: "
         f"top-1 {100 * record['top1_agreement']:.1f}%, top-5 overlap {100 * record['top5_overlap']:.1f}%, "
         f"max abs diff {record['max_abs_diff']:.2g}, mean abs diff {record['mean_abs_diff']:.2g}"
     )

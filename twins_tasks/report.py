@@ -99,6 +99,68 @@ def accuracy_table(batches: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def sample_checks(run: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    """The run's sample-checked batch sizes (``config.accuracy_scope``, :func:`twins_tasks.results.record_results`):
+    what each was checked against, on how many images, how it agreed; {} when every batch size scored in full."""
+    scope = (run.get("config") or {}).get("accuracy_scope") or {}
+    return {int(bs): check for bs, check in sorted((scope.get("sampled") or {}).items(), key=lambda i: int(i[0]))}
+
+
+def scope_fact(run: Mapping[str, Any]) -> str | None:
+    """Which batch sizes scored the full dataset and which were sample-checked against which; None: all full."""
+    checks = sample_checks(run)
+    if not checks:
+        return None
+    full = ", ".join(f"bs{bs}" for bs in (run.get("config") or {}).get("accuracy_scope", {}).get("full") or [])
+    checked = ", ".join(
+        f"bs{bs} against bs{c['checked_against']}" if c.get("checked_against") is not None else f"bs{bs} (unchecked)"
+        for bs, c in checks.items()
+    )
+    images = next((c["sample_images"] for c in checks.values() if c.get("sample_images")), None)
+    sample = f"the first {images} images" if images else "a sample"
+    return (
+        f"ACCURACY SCOPE: top-1/top-5 on the full dataset: {full or 'none'}; sample-checked ({sample}, outputs "
+        f"against a full batch size's, no top-1/top-5 of their own): {checked}"
+    )
+
+
+def sample_table(run: Mapping[str, Any]) -> str | None:
+    """Markdown: each sample-checked batch size against its full one; None when every batch size scored in full."""
+    checks = sample_checks(run)
+    if not checks:
+        return None
+    rows = [
+        "| batch size | checked against | images | top-1 agreement % | max abs diff |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for bs, c in checks.items():
+        against = "-" if c.get("checked_against") is None else f"bs{c['checked_against']}"
+        rows.append(
+            f"| {bs} | {against} | {c.get('sample_images') or '-'} | {_fmt(c.get('sample_agreement_top1'))} | "
+            f"{_fmt(c.get('sample_max_abs_diff'), '.2e')} |"
+        )
+    return "\n".join(rows)
+
+
+def sample_text(run: Mapping[str, Any], *, width: int = TEXT_WIDTH) -> str | None:
+    """:func:`sample_table` as plain text."""
+    checks = sample_checks(run)
+    if not checks:
+        return None
+    rows = [
+        [
+            str(bs),
+            "-" if c.get("checked_against") is None else f"bs{c['checked_against']}",
+            str(c.get("sample_images") or "-"),
+            _fmt(c.get("sample_agreement_top1")),
+            _fmt(c.get("sample_max_abs_diff"), ".2e"),
+        ]
+        for bs, c in checks.items()
+    ]
+    title = _wrap("Sample checks against a full batch size (same top-1 in %, largest logit difference):", width)
+    return title + "\n" + plain_table(["bs", "vs", "images", "top-1 %", "max diff"], rows)
+
+
 def _facts(run: Mapping[str, Any]) -> list[str]:
     """The report's list above the tables: what ran on what, and every caveat a reader must see."""
     weights = run.get("weights", "?")
@@ -135,6 +197,9 @@ def _facts(run: Mapping[str, Any]) -> list[str]:
         else:
             listed = ", ".join(f"bs{bs}" for bs in failed)
         facts.append(f"FAILED batch sizes (run {run.get('status', 'partial')}): {listed}")
+    scope = scope_fact(run)
+    if scope:
+        facts.append(scope)
     return facts
 
 
@@ -152,6 +217,7 @@ def render(
     """The whole markdown report for one validation run."""
     throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
     spread = spread_table(batches)
+    samples = sample_table(run)
     parts = [
         f"# Twins-SVT-L validation: {run.get('run_key', '')}",
         "",
@@ -166,6 +232,7 @@ def render(
         "",
         accuracy_table(batches),
         "",
+        *(["### Sample checks", "", samples, ""] if samples else []),
     ]
     return "\n".join(parts)
 
@@ -299,6 +366,7 @@ def render_text(
     (:data:`TERMINAL_WIDTH`): the same facts, the tables aligned and narrow."""
     throughput = {int(b["batch_size"]): b.get("throughput") for b in batches}
     spread = spread_text(batches, width=width)
+    samples = sample_text(run, width=width)
     label = _device_label(run)
     parts = [
         _wrap(f"Twins-SVT-L validation: {run.get('run_key', '')}", width),
@@ -308,6 +376,7 @@ def render_text(
         "",
         *([spread, ""] if spread else []),
         accuracy_text(batches, width=width),
+        *(["", samples] if samples else []),
     ]
     return "\n".join(parts)
 

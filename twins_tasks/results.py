@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MissingOutputError, TwinsError
 from .files import sha256_json
+from .layout import list_inputs, output_stem
 from .postprocess import score
 from .preprocess.inputs import skipped_fields
-from .reference import compare_with_reference
+from .reference import compare_outputs, compare_with_reference
 from .steps import CHAIN_STEPS, failure_note
 from .types import RecordedRun
 from .versions import software_versions
@@ -40,18 +41,92 @@ def score_step(pred_dir: str | Path, inputs: dict[str, Any], reference: dict[str
         "missing": acc["missing"][:20],
         "unreadable": acc["unreadable"][:20],
     }
-    if reference:
-        try:
-            agreement = compare_with_reference(Path(reference["reference"]), Path(pred_dir))
-        except MissingOutputError as exc:  # no output of the reference images at all: counted above
-            log.warning("No agreement with the PyTorch reference: %s", exc)
-        else:
-            out.update(
-                agreement_top1=100.0 * agreement["top1_agreement"],
-                agreement_max_abs_diff=agreement["max_abs_diff"],
-                agreement_images=agreement["num_compared"],
-            )
+    out.update(pytorch_agreement(pred_dir, reference))
     return out
+
+
+def pytorch_agreement(pred_dir: str | Path, reference: dict[str, Any] | None) -> dict[str, Any]:
+    """The row's agreement with the PyTorch reference logits ({} without a reference or any of its outputs)."""
+    if not reference:
+        return {}
+    try:
+        agreement = compare_with_reference(Path(reference["reference"]), Path(pred_dir))
+    except MissingOutputError as exc:  # no output of the reference images at all: counted as missing
+        log.warning("No agreement with the PyTorch reference: %s", exc)
+        return {}
+    return {
+        "agreement_top1": 100.0 * agreement["top1_agreement"],
+        "agreement_max_abs_diff": agreement["max_abs_diff"],
+        "agreement_images": agreement["num_compared"],
+    }
+
+
+def sample_check_batch(
+    compiled: dict[str, Any],
+    inferred: dict[str, Any],
+    perf: dict[str, Any],
+    inputs: dict[str, Any],
+    reference: dict[str, Any] | None,
+    full: dict[str, Any] | None,
+    scope: dict[str, Any],
+) -> dict[str, Any]:
+    """The row of a batch size that inferred only a sample: its outputs against a full batch size's (``full``:
+    that one's infer record) on the same images, top-1 agreement and largest logit difference within the
+    limits of agreement with PyTorch (``scope``); beyond them, or with nothing to compare with, it fails as a
+    compile bug would. No top-1/top-5: those are the full batch sizes'."""
+    bs = int(compiled["batch_size"])
+    stems = [output_stem(p) for p in list_inputs(inputs["bin_path"])[: int(scope["sample_images"])]]
+    check: dict[str, Any] = {"accuracy_scope": "sample", "sample_images": len(stems)}
+    if full is None:
+        return failed_row(
+            bs,
+            f"accuracy: no full batch size ({', '.join(f'bs{b}' for b in scope['full'])}) has outputs to check "
+            f"bs{bs}'s sample of {len(stems)} images against",
+            compiled,
+            **check,
+        )
+    against = int(full["batch_size"])
+    check["checked_against"] = against
+    try:
+        record = compare_outputs(
+            full["output_dir"],
+            inferred["output_dir"],
+            stems,
+            against=f"bs{against}'s outputs",
+            min_top1_agreement=float(scope["min_agreement_top1"]) / 100.0,
+            atol=float(scope["max_abs_diff"]),
+            check=False,
+        )
+    except TwinsError as exc:
+        return failed_row(bs, f"accuracy: bs{bs}'s sample cannot be checked against bs{against}'s outputs: {exc}",
+                          compiled, **check)  # fmt: skip
+    check.update(
+        sample_agreement_top1=100.0 * record["top1_agreement"],
+        sample_max_abs_diff=record["max_abs_diff"],
+        sample_compared=record["num_compared"],
+    )
+    missing = record["num_missing"] + record["num_invalid"]
+    problems = list(record["failures"]) + ([f"{missing} of its outputs missing or unreadable"] if missing else [])
+    if problems:
+        return failed_row(
+            bs,
+            f"accuracy: bs{bs}'s outputs disagree with bs{against}'s on the first {len(stems)} images: "
+            + "; ".join(problems),
+            compiled,
+            **check,
+        )
+    scored = {"num_images": len(stems), "num_missing": missing, **pytorch_agreement(inferred["output_dir"], reference)}
+    row = {**batch_row(bs, compiled, inferred, perf, scored), **check}
+    log.info(
+        "bs%d: sample of %d images checked against bs%d: top-1 agreement %.1f%%, max abs diff %.2g, %.2f img/s",
+        bs,
+        len(stems),
+        against,
+        check["sample_agreement_top1"],
+        check["sample_max_abs_diff"],
+        row["throughput"] or 0.0,
+    )
+    return row
 
 
 def score_batch(
@@ -78,11 +153,12 @@ def score_batch(
     return row
 
 
-def failed_row(batch_size: int, error: str, compiled: dict[str, Any] | None = None) -> dict[str, Any]:
+def failed_row(batch_size: int, error: str, compiled: dict[str, Any] | None = None, **known: Any) -> dict[str, Any]:
     """The results-DB row of a batch size whose chain failed: what is known, and why."""
     log.error("bs%d failed: %s", batch_size, error)
     compiled = compiled or {}
     return {
+        **known,
         "batch_size": batch_size,
         "status": "failed",
         "error": error,
@@ -98,21 +174,29 @@ def collect_rows(
     inputs: dict[str, Any],
     reference: dict[str, Any] | None,
     failure_dir: str | Path,
+    scope: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every batch size whose chain finished; a row with the error for each one that did not.
 
     ``records`` holds each chain step's records (``compile``, ``infer``, ``perf``), in any order, with gaps
-    where a step failed.
+    where a step failed. ``scope`` is the plan's ``accuracy_scope``: its sampled batch sizes are checked against
+    the outputs of the first full one that has them (:func:`sample_check_batch`); None: every one is full.
     """
     by_step = {step: {int(r["batch_size"]): r for r in records.get(step, []) if r} for step in CHAIN_STEPS}
+    sampled = set(scope["sampled"]) if scope else set()
+    full = next((by_step["infer"][b] for b in sorted(scope["full"]) if b in by_step["infer"]), None) if scope else None
     rows = []
     for bs in sorted(batch_sizes):
         compiled, inferred, perf = (by_step[step].get(bs) for step in CHAIN_STEPS)
+        tag = {"accuracy_scope": "sample"} if bs in sampled else {}  # a failed row still says what it was
         if compiled and inferred and perf:
             try:
-                rows.append(score_batch(compiled, inferred, perf, inputs, reference))
+                if bs in sampled and scope:
+                    rows.append(sample_check_batch(compiled, inferred, perf, inputs, reference, full, scope))
+                else:
+                    rows.append(score_batch(compiled, inferred, perf, inputs, reference))
             except TwinsError as exc:
-                rows.append(failed_row(bs, f"accuracy: {exc}", compiled))
+                rows.append(failed_row(bs, f"accuracy: {exc}", compiled, **tag))
             continue
         step = next(s for s, r in zip(CHAIN_STEPS, (compiled, inferred, perf), strict=True) if not r)
         note = failure_note(failure_dir, bs, step)
@@ -121,8 +205,21 @@ def collect_rows(
             if note.is_file()
             else f"no result (see the log of per_batch_size.{step} for batch size {bs})"
         )
-        rows.append(failed_row(bs, f"{step}: {reason}", compiled))
+        rows.append(failed_row(bs, f"{step}: {reason}", compiled, **tag))
     return rows
+
+
+SAMPLE_CHECK_FIELDS = ("checked_against", "sample_images", "sample_agreement_top1", "sample_max_abs_diff")
+
+
+def accuracy_scope_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's accuracy scope as recorded (in its ``config``, for the report and the run page): the batch sizes
+    that scored the full dataset, and each sample-checked one with what it was checked against and how it did."""
+    sampled = {r["batch_size"]: r for r in rows if r.get("accuracy_scope") == "sample"}
+    return {
+        "full": sorted(r["batch_size"] for r in rows if r["batch_size"] not in sampled),
+        "sampled": {str(bs): {k: r.get(k) for k in SAMPLE_CHECK_FIELDS} for bs, r in sorted(sampled.items())},
+    }
 
 
 def run_status(rows: list[dict[str, Any]]) -> str:
@@ -302,6 +399,7 @@ def record_results(
         run_uid=run_uid,
     )
     run["status"] = run_status(rows)
+    run["config"]["accuracy_scope"] = accuracy_scope_record(rows)
     failed = {str(r["batch_size"]): r["error"] for r in rows if r.get("status") == "failed"}
     run["failed_batch_sizes"] = failed or None
     store.record_run(run, rows)

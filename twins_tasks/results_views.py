@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from .baseline import BASELINE_PRESETS, resolve_baseline
 from .errors import InputError
-from .report import best_batch_size, perf_table
+from .history import ACCEPT, EXCLUDE, WINDOW_RUNS, HistoryRun, run_marks, select_reference
+from .history import MAX_HISTORY as HISTORY_READ
+from .report import best_batch_size, perf_table, sample_checks, scope_fact
 from .store import BATCH_FIELDS, RUN_FIELDS, BatchResult, ResultsStore, ValidationRun
 
 # The numbers shown per batch size in the compare view, with the direction that is better.
@@ -167,6 +169,9 @@ def list_runs(
         total = session.scalar(count) or 0
         runs = [summarize(_run_dict(r)) for r in rows]
         configs = list_configs(session, selected=config_key)
+    marks = run_marks(store, [r["run_key"] for r in runs])
+    for r in runs:
+        r["mark"] = _latest_mark(marks.get(r["run_key"]))
     return {
         "runs": runs,
         "total": total,
@@ -175,6 +180,17 @@ def list_runs(
         "config_key": config_key,
         **configs,
     }
+
+
+def _latest_mark(marks: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    """The mark that counts (the latest: action, by, at, why), JSON-ready; None when a person never marked it."""
+    return _jsonable(marks[-1]) if marks else None
+
+
+def marks_of(store: ResultsStore, run_key: str) -> dict[str, Any]:
+    """People's marks on a run (twins_tasks.history): ``marks`` oldest first, and ``mark``, the one that counts."""
+    marks = run_marks(store, [run_key]).get(run_key, [])
+    return {"marks": _jsonable(marks), "mark": _latest_mark(marks)}
 
 
 def list_configs(session: Session, *, selected: str | None = None, limit: int = MAX_CONFIGS) -> dict[str, Any]:
@@ -274,7 +290,13 @@ def run_detail(store: ResultsStore, run_key: str, *, baseline: str | None = None
     return {
         "run": _jsonable({k: v for k, v in run.items() if k != "batches"}),
         "summary": summarize(run),
+        **marks_of(store, run_key),
         "batches": _jsonable(batches),
+        # Which batch sizes scored the full dataset and which were sample-checked against which (as the report).
+        "accuracy_scope": {
+            "fact": scope_fact(run),
+            "checks": [{"batch_size": bs, **_jsonable(dict(c))} for bs, c in sample_checks(run).items()],
+        },
         "regression": regression_view(run.get("regression_details")),
         "perf": {
             "label": device_label,
@@ -394,7 +416,11 @@ def regression_view(details: Any) -> dict[str, Any] | None:
 def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[str, Any]:
     """The last ``limit`` runs of one configuration, oldest first: throughput per batch size and top-1 over time.
 
-    Marks runs whose regression check failed and the reference run (the one the next run is compared with).
+    Marks runs whose regression check failed, people's marks (accepted as the new normal: a change point;
+    excluded from references) and, per batch size, the reference window the next run is compared with: chosen by
+    :func:`twins_tasks.history.select_reference` from the configuration's last :data:`twins_tasks.history.MAX_HISTORY`
+    runs, as the regression check chooses it (read here in a few light queries for all batch sizes at once, not
+    one :func:`~twins_tasks.history.batch_history` per batch size: the page must answer within 300 ms).
     """
     limit = max(1, min(int(limit), MAX_HISTORY))
     run_columns = [
@@ -403,6 +429,7 @@ def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[s
         ValidationRun.source,
         ValidationRun.status,
         ValidationRun.regression_status,
+        ValidationRun.started_at,
         ValidationRun.recorded_at,
     ]
     batch_columns: list[Any] = [BatchResult.run_id, BatchResult.batch_size, BatchResult.throughput, BatchResult.top1]
@@ -412,11 +439,11 @@ def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[s
         select(*run_columns)
         .where(ValidationRun.config_key == config_key)
         .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc())
-        .limit(limit)
+        .limit(max(limit, HISTORY_READ))
     )
     with Session(store.engine) as session:
-        runs = list(reversed(session.execute(query).all()))
-        ids = [r.id for r in runs]
+        read = list(reversed(session.execute(query).all()))  # what the references are chosen from, oldest first
+        ids = [r.id for r in read]
         per_run: dict[int, list[Any]] = {i: [] for i in ids}
         if ids:
             for b in session.execute(select(*batch_columns).where(BatchResult.run_id.in_(ids))):
@@ -424,15 +451,37 @@ def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[s
         total = session.scalar(select(func.count()).where(ValidationRun.config_key == config_key)) or 0
         this = list_configs(session, selected=config_key, limit=0)["configs"]
         label = this[0]["label"] if this else config_key
-    reference = store.last_successful(config_key)
-    reference_key = reference["run_key"] if reference else None
-    sizes: set[int] = set()
+    marks = run_marks(store, [r.run_key for r in read])
+    runs = read[-limit:]
+    sizes = sorted({int(b.batch_size) for r in runs for b in per_run[r.id]})
+    references = {
+        bs: select_reference(
+            [
+                HistoryRun(
+                    run_key=r.run_key,
+                    at=r.started_at or r.recorded_at,
+                    status=r.status,
+                    regression_status=r.regression_status,
+                    row={"throughput": b.throughput, "status": getattr(b, "status", None)},
+                    mark=marks[r.run_key][-1] if r.run_key in marks else None,
+                )
+                for r in read
+                for b in per_run[r.id]
+                if b.batch_size == bs
+            ]
+        )
+        for bs in sizes
+    }
+    in_window: dict[str, list[int]] = {}  # run key -> the batch sizes whose reference window holds it
+    for bs, ref in references.items():
+        for h in ref.window:
+            in_window.setdefault(h.run_key, []).append(bs)
     points = []
     for r in runs:
         batches = per_run[r.id]
         throughput = {int(b.batch_size): b.throughput for b in batches}
-        sizes.update(throughput)
         scored = sorted((b for b in batches if b.top1 is not None), key=lambda b: b.batch_size)
+        mark = _latest_mark(marks.get(r.run_key))
         points.append(
             {
                 "run_key": r.run_key,
@@ -441,18 +490,35 @@ def history(store: ResultsStore, config_key: str, *, limit: int = 200) -> dict[s
                 "status": r.status,
                 "regression_status": r.regression_status,
                 "regressed": r.regression_status == "failed",
-                "reference": r.run_key == reference_key,
+                "reference": r.run_key in in_window,
+                "reference_batch_sizes": in_window.get(r.run_key, []),
+                "mark": mark,
+                "accepted": bool(mark) and mark["action"] == ACCEPT,  # type: ignore[index]
+                "excluded": bool(mark) and mark["action"] == EXCLUDE,  # type: ignore[index]
                 "throughput": {str(bs): t for bs, t in sorted(throughput.items())},
                 "top1": scored[0].top1 if scored else None,
             }
         )
+    windows = {
+        str(bs): {
+            "runs": [h.run_key for h in ref.window],
+            "change_point": ref.change_point.run_key if ref.change_point else None,
+        }
+        for bs, ref in references.items()
+    }
+    newest = [r.run_key for r in read if r.run_key in in_window][-1:]
     return {
         "config_key": config_key,
         "label": label,
         "total": total,
         "limit": limit,
-        "batch_sizes": sorted(sizes),
-        "reference_run_key": reference_key,
+        "batch_sizes": sizes,
+        # The newest run in any batch size's window (None: nothing accepted yet, the next run starts the reference).
+        "reference_run_key": newest[0] if newest else None,
+        "references": windows,  # per batch size: the window's runs, oldest first, and the change point it starts at
+        "window_runs": WINDOW_RUNS,
+        "change_points": [p["run_key"] for p in points if p["accepted"]],
+        "excluded": [p["run_key"] for p in points if p["excluded"]],
         "points": points,
     }
 

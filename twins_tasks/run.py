@@ -26,6 +26,7 @@ from .steps import (
     plan_run,
     prepare_reference_for,
     result_name,
+    sample_for,
 )
 from .store import ResultsStore, new_run_uid
 
@@ -59,15 +60,17 @@ def run_recipe(
         opset=config.opset,
     )
     reference = prepare_reference_for(config, cache_root, inputs, model)
-    rows = []
     failure_dir = plan["failure_dir"]
+    scope = plan["accuracy_scope"]
+    # Every batch size's records, scored together at the end (as the DAG's accuracy task): a sampled batch size
+    # is checked against a full one's outputs, whichever comes first.
+    records: dict[str, list[dict[str, Any] | None]] = {"compile": [], "infer": [], "perf": []}
     for bs in plan["batch_sizes"]:
         # One batch size failing must not lose the others (as timm's validate.py carries on past a bad config).
-        records: dict[str, list[dict[str, Any] | None]] = {}
         step = "compile"
         try:
             compiled = compile_step(backend, model["onnx"], bs, cache_root)
-            records["compile"] = [compiled]
+            records["compile"].append(compiled)
             artifact = compiled["artifact"]
             step = "infer"
             inferred = infer_step(
@@ -80,10 +83,12 @@ def run_recipe(
                 config.outfmt,
                 device_ids=plan["device_ids"],
                 purpose=run_key,
+                sample_images=sample_for(scope, bs),
+                max_chips=config.infer_chips,
             )
-            records["infer"] = [inferred]
+            records["infer"].append(inferred)
             step = "perf"
-            records["perf"] = [
+            records["perf"].append(
                 perf_step(
                     backend,
                     artifact,
@@ -93,10 +98,10 @@ def run_recipe(
                     device_ids=chips_for_perf(plan["device_ids"], inferred),
                     purpose=run_key,
                 )
-            ]
+            )
         except TwinsError as exc:
             note_failure(failure_dir, bs, step, str(exc))
-        rows += collect_rows([bs], records, inputs, reference, failure_dir)
+    rows = collect_rows(plan["batch_sizes"], records, inputs, reference, failure_dir, scope)
     recorded = record_results(
         store,
         config,

@@ -1,4 +1,4 @@
-"""The recipe's steps as the DAG's tasks and ``twins run`` call them: plan, compile, infer, perf, one chip each.
+"""The recipe's steps as the DAG's tasks and ``twins run`` call them: plan, compile, infer (on leased chips), perf.
 
 Each adapter takes and returns small JSON-able records (paths and numbers), so the same functions serve the
 operators' XComs and ``twins run``'s plain values. The work itself is in the step modules below this one.
@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import statistics
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,9 @@ from .cache import compile_cached, in_use
 from .errors import InputError
 from .files import write_json_atomic
 from .inference import infer_checked
+from .layout import list_inputs
 from .reference import prepare_reference
+from .sharding import infer_on_chips, link_files
 from .store import folder_run_uid
 from .types import PlanRecord
 
@@ -81,6 +84,7 @@ def plan_run(
         "device_ids": device_ids,
         "config": config.to_dict(),
         "run_uid": run_uid,
+        "accuracy_scope": config.accuracy_scope(),
     }
 
 
@@ -164,17 +168,42 @@ def infer_step(
     *,
     device_ids: list[int] | None = None,
     purpose: str = "",
+    sample_images: int | None = None,
+    max_chips: int | None = None,
 ) -> dict[str, Any]:
-    """Run inference into a temporary folder and rename it into place when every output is there."""
+    """Run inference into a temporary folder and rename it into place when every output is there.
+
+    With chips (Ascend), the inputs are split over those of ``device_ids`` that are free, at most ``max_chips``
+    (None or 0: all of them), and the outputs merged (:func:`twins_tasks.sharding.infer_on_chips`).
+
+    ``sample_images``: infer only the first N inputs (a batch size that does not score the full dataset,
+    :meth:`twins_tasks.recipe.RecipeConfig.accuracy_scope`), through :func:`sample_inputs`.
+    """
     result_root = Path(result_root)
     result_root.mkdir(parents=True, exist_ok=True)
+    source = sample_inputs(bin_path, result_root, sample_images) if sample_images else Path(bin_path)
     partial = f"{name}.partial"  # a plain name: ais_bench (and our validation) reject a leading dot
     shutil.rmtree(result_root / partial, ignore_errors=True)  # a killed earlier attempt's leftovers
     # The bins and the artifact are cache entries: held for the block, the cache budget never evicts them.
     lease = f"{purpose} bs{batch_size} infer".strip()
-    with in_use(bin_path, artifact), on_chip(backend, device_ids, lease) as (on, where):
-        # A full disk: "no space left on <folder>", and no half-written output left behind.
-        result = infer_checked(on, Path(artifact), str(bin_path), batch_size, result_root, partial, outfmt)
+    with in_use(bin_path, artifact):
+        if device_ids and hasattr(backend, "with_device"):
+            result, where = infer_on_chips(
+                backend,
+                Path(artifact),
+                str(source),
+                batch_size,
+                result_root,
+                partial,
+                outfmt,
+                device_ids=device_ids,
+                purpose=lease,
+                max_chips=max_chips,
+            )
+        else:
+            with on_chip(backend, device_ids, lease) as (on, where):
+                # A full disk: "no space left on <folder>", and no half-written output left behind.
+                result = infer_checked(on, Path(artifact), str(source), batch_size, result_root, partial, outfmt)
     final = result_root / name
     shutil.rmtree(final, ignore_errors=True)
     os.rename(result_root / partial, final)
@@ -189,6 +218,42 @@ def infer_step(
         "%d outputs in %s (%.1f images/s end to end)", record["num_outputs"], record["output_dir"], record["throughput"]
     )
     return record
+
+
+SAMPLE_PREFIX = "inputs_first"  # <result folder>/inputs_first<N>: links to the first N inputs
+
+
+def sample_for(scope: dict[str, Any] | None, batch_size: int) -> int | None:
+    """How many images ``batch_size`` infers when it only checks a sample (None: the full dataset), per the plan's
+    ``accuracy_scope`` (None: a plan without one, made before it existed: every batch size is full)."""
+    if not scope or batch_size not in scope.get("sampled", []):
+        return None
+    return int(scope["sample_images"])
+
+
+def sample_inputs(bin_path: str | Path, result_root: str | Path, count: int) -> Path:
+    """A folder of links to the first ``count`` inputs of ``bin_path`` in natural order, made once per run
+    (``<result folder>/inputs_first<N>``; the sampled batch sizes share it); ``bin_path`` itself when it holds
+    no more. Hard links (no copy, and the bins' cache entry may go while they are used); symlinks across
+    filesystems. Built under a temporary name and renamed: a concurrent task sees it whole or makes its own."""
+    files = list_inputs(bin_path)
+    if count >= len(files):
+        return Path(bin_path)
+    target = Path(result_root) / f"{SAMPLE_PREFIX}{count}"
+    if target.is_dir():
+        return target
+    tmp = Path(result_root) / f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        link_files(files[:count], tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a concurrent task's complete folder: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("Sample of the first %d of %d inputs: %s", count, len(files), target)
+    return target
 
 
 def _rehome_summary(summary: Path, target: Path, partial: Path, final: Path) -> None:

@@ -179,6 +179,8 @@ class PlanRecord(TypedDict):
     device_ids: list[int]  # the chips the batch sizes lease from ([] for a backend without chips)
     config: dict[str, Any]  # RecipeConfig.to_dict(): the run's settings, built from the Params once, at plan
     run_uid: str  # the run's identity: its retries share it, and only it may replace the run's recorded rows
+    # RecipeConfig.accuracy_scope(): batch sizes that score the full dataset, those that check a sample, the limits
+    accuracy_scope: dict[str, Any]
 
 
 class RecordedRun(TypedDict):

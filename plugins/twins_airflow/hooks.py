@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,9 @@ class ToolHook(BaseHook):
         super().__init__(**kwargs)
         self.kill_grace_s = kill_grace_s
         self.sub_process: subprocess.Popen | None = None
+        # Every tool still running: one batch size's inference runs one ais_bench per chip at once.
+        self.sub_processes: list[subprocess.Popen] = []
+        self._started = threading.Lock()  # tools start from several threads then
 
     def __call__(
         self,
@@ -55,7 +59,9 @@ class ToolHook(BaseHook):
         return run_tool(argv, env=env, cwd=cwd, timeout=timeout, title=title, logger=self.log, on_start=self._keep)
 
     def _keep(self, proc: subprocess.Popen) -> None:
-        self.sub_process = proc
+        with self._started:
+            self.sub_processes = [p for p in self.sub_processes if p.poll() is None] + [proc]
+            self.sub_process = proc
 
     def run_twins(self, subcommand: str, *args: str, title: str | None = None) -> dict[str, Any]:
         """Run a ``twins`` subcommand in a child process and return the JSON record it writes to ``--record``.
@@ -79,7 +85,16 @@ class ToolHook(BaseHook):
             return json.loads(record.read_text())
 
     def send_sigterm(self) -> None:
-        """Stop the running tool and its children: SIGTERM to its process group, SIGKILL after the grace."""
+        """Stop the running tools and their children: SIGTERM to each process group, SIGKILL after the grace."""
+        others = [p for p in self.sub_processes if p is not self.sub_process and p.poll() is None]
+        stoppers = [threading.Thread(target=kill_process_group, args=(p, self.kill_grace_s)) for p in others]
+        for stopper in stoppers:  # at once: each may take the grace
+            stopper.start()
+        self._stop_last()
+        for stopper in stoppers:
+            stopper.join()
+
+    def _stop_last(self) -> None:
         proc = self.sub_process
         if proc is None:
             return

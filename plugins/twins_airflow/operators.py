@@ -30,6 +30,7 @@ from twins_tasks.steps import (
     note_failure,
     perf_step,
     result_name,
+    sample_for,
 )
 
 if TYPE_CHECKING:
@@ -243,6 +244,10 @@ class InferOperator(BackendOperator):
         operator's XComArg). (templated)
     :param output_dirname: the results folder under it (``--output_dirname``), a plain name. (templated)
     :param outfmt: ``TXT`` (as the recipe), ``NPY`` or ``BIN``. (templated)
+    :param infer_chips: at most this many of ``device_ids`` the inference is split over (0: all of them; 1: one
+        chip, as before the split). (templated)
+    :param accuracy_scope: the plan's ``accuracy_scope``: a batch size among its ``sampled`` infers only the first
+        ``sample_images`` inputs (none: every input). (templated)
     """
 
     step = "infer"
@@ -254,6 +259,8 @@ class InferOperator(BackendOperator):
         "output_root",
         "output_dirname",
         "outfmt",
+        "accuracy_scope",
+        "infer_chips",
     )
     ui_color = "#d8e8f4"
 
@@ -266,9 +273,12 @@ class InferOperator(BackendOperator):
         output_root: str,
         output_dirname: str | None = None,
         outfmt: str = "TXT",
+        accuracy_scope: dict[str, Any] | None = None,
+        infer_chips: int | str = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        _check_int("infer_chips", infer_chips, 0)
         _check_batch_size_now(batch_size)
         if isinstance(outfmt, str) and not _is_template(outfmt) and outfmt.upper() not in OUTPUT_FORMATS:
             raise ValueError(f"outfmt={outfmt!r} must be one of {', '.join(OUTPUT_FORMATS)}")
@@ -278,6 +288,8 @@ class InferOperator(BackendOperator):
         self.output_root = output_root
         self.output_dirname = output_dirname
         self.outfmt = outfmt
+        self.accuracy_scope = accuracy_scope
+        self.infer_chips = infer_chips
 
     def run_step(self, backend: Backend, context: Context) -> dict[str, Any]:
         batch_size = check_batch_size(self.batch_size)
@@ -294,6 +306,8 @@ class InferOperator(BackendOperator):
             str(self.outfmt).upper(),
             device_ids=self.chips(),
             purpose=context.get("run_id", ""),
+            sample_images=sample_for(self.accuracy_scope, batch_size),
+            max_chips=_as_int("infer_chips", self.infer_chips, 0),
         )
 
 

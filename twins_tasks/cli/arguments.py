@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..backends import BACKENDS, Backend, get_backend, resolve_backend_name
-from ..checks import batch_size_problem, parse_batch_sizes, parse_device_ids
+from ..checks import batch_size_problem, parse_accuracy_batch_sizes, parse_batch_sizes, parse_device_ids
 from ..constants import DEFAULT_CANN_ENV, DEFAULT_MODEL, OUTPUT_FORMATS
 from ..recipe import DEFAULTS, BackendSettings, RecipeConfig
 from ..types import RetentionPolicy, Thresholds
@@ -125,10 +125,25 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.perf_rounds,
         help="perf rounds of --loop runs each; the median round counts and their spread is the noise",
     )
+    parser.add_argument(
+        "--infer-chips", type=int, default=DEFAULTS.infer_chips,
+        help="at most this many chips one batch size's inference is split over (Ascend; default 0 = every chip "
+        "of --device-ids free when it starts, and more as they free up; 1 = one chip per batch size)",
+    )  # fmt: skip
     parser.add_argument("--outfmt", default="TXT", choices=list(OUTPUT_FORMATS), help="ais_bench --outfmt")
     parser.add_argument(
         "--reference-images", type=int, default=DEFAULTS.reference_images,
         help="images compared with PyTorch logits (0 = skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accuracy-batch-sizes", default=DEFAULTS.accuracy_batch_sizes,
+        help="batch sizes that score top-1/top-5 on the full dataset, e.g. 1 (default all, as the recipe); the "
+        "others infer only --accuracy-sample-images and fail when they disagree with the first full one's outputs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accuracy-sample-images", type=int, default=DEFAULTS.accuracy_sample_images,
+        help="the first N images (natural order) the other batch sizes infer and are checked on "
+        f"(default {DEFAULTS.accuracy_sample_images}; at most the dataset)",
     )  # fmt: skip
     parser.add_argument(
         "--baseline", default=None,
@@ -215,8 +230,11 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
         batch_sizes=parse_batch_sizes(args.batch_sizes),
         perf_loops=args.loop,
         perf_rounds=args.perf_rounds,
+        infer_chips=args.infer_chips,
         outfmt=args.outfmt,
         reference_images=args.reference_images,
+        accuracy_batch_sizes=parse_accuracy_batch_sizes(args.accuracy_batch_sizes),
+        accuracy_sample_images=args.accuracy_sample_images,
         baseline=args.baseline,
         thresholds=Thresholds(
             max_top1_drop=args.max_top1_drop,

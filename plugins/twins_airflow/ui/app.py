@@ -9,16 +9,21 @@ autoescaping; data reaches the page's scripts as JSON in a ``<script type="appli
 (``tojson`` escapes ``<``, ``>``, ``&`` and quotes), and a Content-Security-Policy allows scripts from this app
 only. A run the results database does not have (a DAG run that failed before ``record``) is looked up in Airflow
 itself (:mod:`twins_airflow.ui.airflow_runs`): its failed tasks, their errors and links to their logs.
+
+The one write, ``POST api/mark`` (accept a run as the new normal, or exclude it from references), is allowed to the
+users Airflow's auth manager lets change the DAG's runs (:func:`may_change_runs`, the api-server's own check) and
+needs more than the login cookie (:func:`not_forged`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -27,11 +32,13 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, Field, StringConstraints
 
 from twins_airflow.dag_names import BATCH_TASK_IDS, DAG_ID, RECORD_TASK_ID
 from twins_airflow.ui import airflow_runs
 from twins_tasks import results_views as views
 from twins_tasks.errors import InputError
+from twins_tasks.history import mark_run, mark_text
 from twins_tasks.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,10 @@ CSP = (
     "style-src 'self' 'unsafe-inline'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
 )
 STORE_TTL_S = 30.0
+# Sent by this app's script with every change; a page of another site cannot add it to a request (that would need a
+# CORS preflight, which the api-server does not grant), unlike the login cookie, which the browser adds to any post.
+WRITE_HEADER = "X-Requested-By"
+MAX_WHY_CHARS = 2000
 # The history table lists this many newest runs; the charts show every point asked for (a 1,000-row table is
 # slow to render and to read).
 HISTORY_TABLE_ROWS = 100
@@ -79,6 +90,12 @@ def _when(value: str | None) -> str:
     return value[:16].replace("T", " ") + " UTC"
 
 
+def _mark_line(mark: Mapping[str, Any]) -> str:
+    """A mark as one line (``accepted as the new normal by ana at 2026-12-02 09:14 UTC: why``): the CLI's words."""
+    at = mark.get("at")
+    return mark_text({**mark, "at": dt.datetime.fromisoformat(at) if isinstance(at, str) else at})
+
+
 def _path_part(value: Any) -> str:
     """One URL path segment: unlike Jinja's urlencode, "/" is escaped too (run ids may contain anything)."""
     return quote(str(value), safe="")
@@ -90,7 +107,7 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-TEMPLATES.filters.update(num=_num, when=_when, pathpart=_path_part)
+TEMPLATES.filters.update(num=_num, when=_when, pathpart=_path_part, markline=_mark_line)
 # The DAG names the pages mention (dag_names.py, shared with the DAG file).
 TEMPLATES.globals.update(validation_dag_id=DAG_ID, record_task_id=RECORD_TASK_ID)
 
@@ -128,6 +145,50 @@ async def require_user(request: Request) -> Any:
 
     credentials = await bearer_scheme(request)
     return await get_user(request, None, credentials)
+
+
+UserDep = Annotated[Any, Depends(require_user)]
+
+
+def may_change_runs(user: Any, dag_id: str) -> bool:
+    """Whether Airflow's auth manager lets ``user`` change runs of ``dag_id``: the check the api-server makes
+    before its own DAG-run changes (``requires_access_dag("PUT", DagAccessEntity.RUN)``, the DAG's team looked up
+    as it does when multi-team is on). A user the auth manager did not make (the stand-in user of benchmarks and
+    unit tests) may not."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.configuration import conf
+
+    if not isinstance(user, BaseUser):
+        return False
+    team = None
+    if conf.getboolean("core", "multi_team", fallback=False):
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(dag_id)
+    return get_auth_manager().is_authorized_dag(
+        method="PUT", access_entity=DagAccessEntity.RUN, details=DagDetails(id=dag_id, team_name=team), user=user
+    )
+
+
+def not_forged(request: Request) -> None:
+    """A change must not be one another site's page made the browser send (CSRF): the login cookie goes with any
+    request to this host, so a change needs an ``Authorization: Bearer`` header (API clients) or the
+    :data:`WRITE_HEADER` this app's script adds, and a browser that says the request came from another site is
+    refused. (Airflow 3.3's UI keeps its JWT in an httponly ``SameSite=Lax`` cookie that scripts cannot read.)"""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        raise HTTPException(403, detail="a change to the results must come from the results pages themselves")
+    if request.headers.get("authorization", "").lower().startswith("bearer ") or request.headers.get(WRITE_HEADER):
+        return
+    detail = f"a change needs an 'Authorization: Bearer <JWT>' header or the {WRITE_HEADER} header the pages send"
+    raise HTTPException(403, detail=detail)
+
+
+def run_dag_id(run: Mapping[str, Any]) -> str:
+    """The DAG whose permissions govern a run's marks: the run's own DAG, else (a CLI run) the validation DAG,
+    whose references the mark changes."""
+    return views.dag_id_of(run.get("source")) or DAG_ID
 
 
 def results_store(request: Request) -> ResultsStore:
@@ -205,6 +266,35 @@ def api_compare(results: StoreDep, a: str, b: str) -> dict[str, Any]:
     return compared_runs(results, a, b)
 
 
+class MarkRequest(BaseModel):
+    """A person's mark on a run (see :mod:`twins_tasks.history`)."""
+
+    run_key: Annotated[str, StringConstraints(min_length=1, max_length=250)]
+    action: Literal["accept", "exclude"] = Field(
+        description="accept: the new normal, a reference window starts at the run; exclude: out of every reference"
+    )
+    why: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_WHY_CHARS)] = Field(
+        description="why (required): the next person reading the history needs it"
+    )
+
+
+@api.post("/mark", dependencies=[Depends(not_forged)])
+def api_mark(body: MarkRequest, results: StoreDep, user: UserDep) -> dict[str, Any]:
+    """Accept a run as the new normal or exclude it from references, as the user; 403 unless Airflow lets them
+    change the DAG's runs, 404 for an unknown run, 422 without a reason, 400 for a mark the run cannot take."""
+    run = results.get_run(body.run_key)
+    if run is None:
+        raise not_found(body.run_key)
+    dag_id = run_dag_id(run)
+    if not may_change_runs(user, dag_id):
+        raise HTTPException(403, detail=f"Airflow does not let you change runs of DAG {dag_id!r}: ask its admin")
+    try:
+        mark_run(results, body.run_key, body.action, body.why, by=user.get_name())
+    except InputError as exc:
+        raise HTTPException(400, detail=str(exc)) from exc
+    return {"run_key": body.run_key, **views.marks_of(results, body.run_key)}
+
+
 @api.get("/openapi.json", include_in_schema=False)
 def api_openapi(request: Request) -> dict[str, Any]:
     """This API's OpenAPI schema, behind the same login as the API (FastAPI's own route would serve it to anyone)."""
@@ -230,12 +320,19 @@ def runs_page(
 
 @pages.get("/run", response_class=HTMLResponse)
 async def run_page(
-    request: Request, results: StoreDep, run_key: str, baseline: str | None = None, dag_id: str | None = None
+    request: Request,
+    results: StoreDep,
+    user: UserDep,
+    run_key: str,
+    baseline: str | None = None,
+    dag_id: str | None = None,
 ) -> HTMLResponse:
     # The results database is synchronous: off the event loop, as FastAPI runs a plain `def` route.
     data = await run_in_threadpool(run_or_none, results, run_key, baseline)
     if data is None:
         return await no_results_page(request, run_key, dag_id)
+    # The actions are shown to those the API lets mark (the API checks again: the page is no permission).
+    curate = await run_in_threadpool(may_change_runs, user, run_dag_id(data["run"]))
     chart = {
         "kind": "run",
         "rows": data["perf"]["rows"],
@@ -245,7 +342,17 @@ async def run_page(
         "run_key": run_key,
         "batch_tasks": list(BATCH_TASK_IDS),
     }
-    return render(request, "run.html", data=data, chart=chart, nav="run", batch_tasks=BATCH_TASK_IDS)
+    return render(
+        request,
+        "run.html",
+        data=data,
+        chart=chart,
+        nav="run",
+        batch_tasks=BATCH_TASK_IDS,
+        may_curate=curate,
+        write_header=WRITE_HEADER,
+        max_why=MAX_WHY_CHARS,
+    )
 
 
 async def no_results_page(request: Request, run_key: str, dag_id: str | None) -> HTMLResponse:

@@ -59,6 +59,9 @@ Environment
     ``events``. This is how tests prove two tasks never share a chip.
   - Realistic times, for the simulation benchmark: TWINS_FAKE_DELAYS=realistic (0.5 s per inference batch,
     0.2 s per perf loop), or FAKE_AIS_BATCH_SECONDS / FAKE_AIS_LOOP_SECONDS; TWINS_FAKE_TIME_SCALE multiplies.
+    FAKE_AIS_IMAGES_PER_S (img/s, one number or ``bs:rate,...`` per batch size, e.g. the seed's 310P rates)
+    instead makes time proportional to images: a perf loop takes batch/rate, an inference batch its real
+    (not padding) files x FAKE_AIS_IMAGES_PER_FILE (default 1: each file stands for that many images) / rate.
   - TWINS_DOUBLES_LOG: append argv as JSON lines, and events as tool ``events``: the chip locks above, and
     ``batch`` (the files of each batch, padding included).
 Needs numpy; uses tqdm when it is importable (as the real tool does).
@@ -156,6 +159,19 @@ def delay(kind: str) -> float:
     else:
         return 0.0
     return seconds * float(os.environ.get("TWINS_FAKE_TIME_SCALE", "1"))
+
+
+def images_per_s(batch: int) -> float | None:
+    """FAKE_AIS_IMAGES_PER_S for this batch size (one rate for all, or ``bs:rate,...``); None when unset."""
+    text = os.environ.get("FAKE_AIS_IMAGES_PER_S", "").strip()
+    if not text:
+        return None
+    if ":" not in text:
+        return float(text)
+    rates = {int(k): float(v) for k, v in (item.split(":") for item in text.split(","))}
+    if batch not in rates:
+        raise RuntimeError(f"FAKE_AIS_IMAGES_PER_S={text} has no rate for batch size {batch}")
+    return rates[batch]
 
 
 @contextlib.contextmanager
@@ -371,6 +387,10 @@ def run(args: argparse.Namespace) -> int:
     filesinfo: dict[str, dict[str, list[str]]] = {}
     drop = batches[-1][-1] if os.environ.get("FAKE_AIS_DROP") == "1" else None
     pause = delay("loop") * args.loop if args.input is None else delay("batch") * args.loop
+    rate = images_per_s(batch)
+    per_image = float(os.environ.get("TWINS_FAKE_TIME_SCALE", "1")) / rate if rate else 0.0
+    if rate and args.input is None:
+        pause = batch * per_image * args.loop
     for index, group in enumerate(progress(batches, "Inference array Processing")):
         if group == [PURE_INFER_FILE]:
             data = np.zeros(input_bytes // 4, dtype=np.float32)
@@ -383,6 +403,8 @@ def run(args: argparse.Namespace) -> int:
                 raise RuntimeError()
             data = raw.view(np.float32)
         scores = np.stack([logits(img) for img in data.reshape(batch, IMAGE_VALUES)]).astype(out_dtype)
+        if rate and args.input is not None:  # the real files of this batch, each standing for N images
+            pause = len(group) * float(os.environ.get("FAKE_AIS_IMAGES_PER_FILE", "1")) * per_image * args.loop
         time.sleep(pause)
         for _ in range(args.loop):
             times.append(ms_per_batch + 0.01 * (len(times) % 7))

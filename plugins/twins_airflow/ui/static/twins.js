@@ -81,21 +81,56 @@
     linkMappedTasks(data);
   }
 
+  var ACCEPTED = "#6b46c1", EXCLUDED = "#a0aec0";
+
+  /* People's marks on the history: a run accepted as the new normal (a change point: the reference window starts
+   * again there) is a triangle with a dashed vertical line; an excluded run (out of every reference) a grey cross. */
+  function changePointLines(indices) {
+    return {
+      id: "twinsChangePoints",
+      afterDatasetsDraw: function (chart) {
+        var x = chart.scales.x, area = chart.chartArea, ctx = chart.ctx;
+        ctx.save();
+        ctx.strokeStyle = ACCEPTED;
+        ctx.lineWidth = 1.5;
+        ctx.setLineDash([6, 4]);
+        indices.forEach(function (i) {
+          var px = x.getPixelForValue(i);
+          ctx.beginPath();
+          ctx.moveTo(px, area.top);
+          ctx.lineTo(px, area.bottom);
+          ctx.stroke();
+        });
+        ctx.restore();
+      }
+    };
+  }
+
   function historyChart(data) {
     var canvas = document.getElementById("chart");
     if (!canvas) return;
     var labels = data.points.map(function (p) { return shortTime(p.recorded_at); });
-    var radius = data.points.map(function (p) { return p.regressed || p.reference ? 6 : 2; });
+    var changes = [];
+    data.points.forEach(function (p, i) { if (p.accepted) changes.push(i); });
+    var radius = data.points.map(function (p) {
+      return p.accepted ? 8 : p.excluded ? 7 : p.regressed || p.reference ? 6 : 2;
+    });
+    var style = data.points.map(function (p) { return p.accepted ? "triangle" : p.excluded ? "crossRot" : "circle"; });
     var fill = function (color) {
-      return data.points.map(function (p) { return p.regressed ? "#c53030" : p.reference ? "#1a365d" : color; });
+      return data.points.map(function (p) {
+        return p.accepted ? ACCEPTED : p.excluded ? EXCLUDED : p.regressed ? "#c53030" : p.reference ? "#1a365d" : color;
+      });
+    };
+    var border = function (color) {
+      return data.points.map(function (p) { return p.accepted ? ACCEPTED : p.excluded ? EXCLUDED : color; });
     };
     var sets = data.batch_sizes.map(function (bs, i) {
       var color = COLORS[i % COLORS.length];
       return {
         label: "bs" + bs,
         data: data.points.map(function (p) { var v = p.throughput[String(bs)]; return v === undefined ? null : v; }),
-        borderColor: color, backgroundColor: color, pointBackgroundColor: fill(color), pointRadius: radius,
-        spanGaps: true, tension: 0
+        borderColor: color, backgroundColor: color, pointBackgroundColor: fill(color), pointBorderColor: border(color),
+        pointRadius: radius, pointStyle: style, spanGaps: true, tension: 0
       };
     });
     var tooltip = {
@@ -104,14 +139,21 @@
           var p = data.points[items[0].dataIndex];
           var notes = [p.run_key];
           if (p.regressed) notes.push("regression check failed");
-          if (p.reference) notes.push("reference run");
+          if (p.reference) notes.push("in the reference window (bs " + p.reference_batch_sizes.join(", ") + ")");
+          if (p.mark) {
+            notes.push((p.accepted ? "accepted as the new normal" : "excluded from references") + " by " + p.mark.by +
+              " at " + shortTime(p.mark.at) + " UTC: " + p.mark.why);
+          }
           return notes;
         }
       }
     };
     var options = baseOptions("img/s");
     options.plugins.tooltip = tooltip;
-    markChart(canvas, new Chart(canvas, { type: "line", data: { labels: labels, datasets: sets }, options: options }));
+    canvas.setAttribute("data-change-points", JSON.stringify(changes.map(function (i) { return data.points[i].run_key; })));
+    markChart(canvas, new Chart(canvas, {
+      type: "line", data: { labels: labels, datasets: sets }, options: options, plugins: [changePointLines(changes)]
+    }));
     var top1Canvas = document.getElementById("chart-top1");
     if (top1Canvas) {
       var top1Options = baseOptions("top-1 %");
@@ -121,9 +163,11 @@
         type: "line",
         data: { labels: labels, datasets: [{
           label: "top-1 %", data: data.points.map(function (p) { return p.top1; }),
-          borderColor: "#38a169", backgroundColor: "#38a169", pointBackgroundColor: fill("#38a169"), pointRadius: radius, spanGaps: true
+          borderColor: "#38a169", backgroundColor: "#38a169", pointBackgroundColor: fill("#38a169"),
+          pointBorderColor: border("#38a169"), pointRadius: radius, pointStyle: style, spanGaps: true
         }] },
-        options: top1Options
+        options: top1Options,
+        plugins: [changePointLines(changes)]
       }));
     }
   }
@@ -169,6 +213,49 @@
           });
         })
         .catch(function () { /* keep the list links */ });
+    });
+  }
+
+  /* "Accept as the new normal" / "Exclude from references" on the run page: POST api/mark with the reason, then
+   * show the page again with the mark. The WRITE header (its name in the form's data-header) is what tells the
+   * server the request comes from these pages, not from another site's form riding on the login cookie. */
+  function markForm() {
+    var form = document.getElementById("mark-form");
+    if (!form) return;
+    var error = document.getElementById("mark-error");
+    var buttons = Array.prototype.slice.call(form.querySelectorAll("button"));
+    function busy(on) { buttons.forEach(function (b) { b.disabled = on; }); }
+    function problem(body, status) {
+      var detail = body && body.detail;
+      if (Array.isArray(detail)) {
+        return detail.map(function (d) { return (d.loc || []).slice(1).join(".") + ": " + d.msg; }).join("; ");
+      }
+      return detail ? String(detail) : "HTTP " + status;
+    }
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var action = event.submitter ? event.submitter.getAttribute("data-action") : null;
+      var why = document.getElementById("mark-why").value.trim();
+      if (!action) return;
+      if (!why) { error.textContent = "Say why: the next person reading the history needs it."; return; }
+      error.textContent = "";
+      busy(true);
+      var headers = { "Content-Type": "application/json", Accept: "application/json" };
+      headers[form.getAttribute("data-header")] = "twins-results";
+      fetch(body.getAttribute("data-base") + "/api/mark", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: headers,
+        body: JSON.stringify({ run_key: form.getAttribute("data-run-key"), action: action, why: why })
+      })
+        .then(function (r) {
+          return r.json().catch(function () { return null; }).then(function (answer) {
+            if (r.ok) { window.location.reload(); return; }
+            error.textContent = "Not saved: " + problem(answer, r.status);
+            busy(false);
+          });
+        })
+        .catch(function (exc) { error.textContent = "Not saved: " + exc; busy(false); });
     });
   }
 
@@ -226,6 +313,7 @@
 
   function start() {
     compareFromRuns();
+    markForm();
     var data = readData();
     if (!data || typeof Chart === "undefined") return;
     if (data.kind === "run") runChart(data);
