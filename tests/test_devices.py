@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
+from tests.doubles.helpers import SET_ENV, fake_host, make_inputs, make_model, read_log
 from twins_tasks.backends.ascend import AscendBackend, IdlePolicy
 from twins_tasks.checks import parse_device_ids
 from twins_tasks.cli import main
@@ -34,12 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def host(monkeypatch, tmp_path):
     """A fake host: the doubles' environment, a lease folder and chip locks of its own."""
-    for var in FAKE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("TWINS_LEASE_DIR", str(tmp_path / "leases"))
-    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
-    monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "calls.jsonl"))
-    monkeypatch.setenv("TWINS_FAKE_NPUS", "2")
+    fake_host(monkeypatch, tmp_path, 2)
     return tmp_path
 
 

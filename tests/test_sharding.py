@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_devices import Holder
 
-from tests.doubles.helpers import FAKE_VARS, SET_ENV, make_inputs, make_model, read_log
+from tests.doubles.helpers import SET_ENV, fake_host, make_inputs, make_model, read_log
 from twins_tasks.backends.ascend import AscendBackend
 from twins_tasks.cli.arguments import recipe_from_args
 from twins_tasks.devices import lease_chip, lease_chips
@@ -30,12 +30,7 @@ from twins_tasks.steps import infer_step
 @pytest.fixture
 def host(monkeypatch, tmp_path):
     """A fake host with 3 chips: the doubles' environment, a lease folder and chip locks of its own."""
-    for var in FAKE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("TWINS_LEASE_DIR", str(tmp_path / "leases"))
-    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
-    monkeypatch.setenv("TWINS_DOUBLES_LOG", str(tmp_path / "calls.jsonl"))
-    monkeypatch.setenv("TWINS_FAKE_NPUS", "3")
+    fake_host(monkeypatch, tmp_path, 3)
     artifact = _backend().compile(make_model(tmp_path / "m.onnx"), 2, tmp_path / "compiled").artifact
     inputs = make_inputs(tmp_path / "bins", 10)
     return artifact, inputs

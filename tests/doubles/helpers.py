@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,17 @@ FAKE_VARS = (
     "TWINS_FAKE_TIME_SCALE",
     "TWINS_DOUBLES_LOG",
 )
+
+
+def fake_host(monkeypatch: Any, folder: Path, chips: int) -> None:
+    """A fake NPU host of ``chips`` chips for this test: no FAKE_* knob of the developer's shell, and a lease
+    folder, chip locks (two users of one chip fail loudly) and a doubles' call log of its own under ``folder``."""
+    for var in FAKE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TWINS_LEASE_DIR", str(folder / "leases"))
+    monkeypatch.setenv("FAKE_NPU_LOCK_DIR", str(folder / "npu-locks"))
+    monkeypatch.setenv("TWINS_DOUBLES_LOG", str(folder / "calls.jsonl"))
+    monkeypatch.setenv("TWINS_FAKE_NPUS", str(chips))
 
 
 def make_inputs(folder: str | os.PathLike, count: int, *, seed: int = 0, prefix: str = "ILSVRC2012_val_") -> list[Path]:
