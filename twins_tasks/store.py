@@ -662,20 +662,6 @@ class ResultsStore:
             row = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
             return _as_dict(row) if row else None
 
-    def last_successful(self, config_key: str, *, exclude_run_key: str | None = None) -> dict[str, Any] | None:
-        """The latest run of the same configuration that succeeded and did not itself regress."""
-        query = (
-            select(ValidationRun)
-            .where(ValidationRun.config_key == config_key, ValidationRun.status == "success")
-            .where((ValidationRun.regression_status.is_(None)) | (ValidationRun.regression_status != "failed"))
-            .order_by(ValidationRun.recorded_at.desc(), ValidationRun.id.desc())
-        )
-        if exclude_run_key:
-            query = query.where(ValidationRun.run_key != exclude_run_key)
-        with self._sessions() as session:
-            row = session.scalars(query.limit(1)).first()
-            return _as_dict(row) if row else None
-
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._sessions() as session:
             rows = session.scalars(select(ValidationRun).order_by(ValidationRun.id.desc()).limit(limit)).all()
