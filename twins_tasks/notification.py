@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .report import plain_table
+from .report import VERDICT_COLUMNS, plain_table
 
 SUBJECT_PREFIX = "[Twins-SVT-L]"
 # The verdict table's columns (as the regression check's task log shows them), from a check's recorded fields.
-VERDICT_COLUMNS = ("metric", "reference", "new", "change", "allowed", "noise", "verdict")
 MAX_ERROR_CHARS = 300  # one line of an error in a mail; the task's log has all of it
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends import get_backend
 from .history import HistoryRun, Reference, batch_history, select_reference
-from .report import plain_table
+from .report import VERDICT_COLUMNS, plain_table
 from .results import batch_row
 from .steps import perf_step
 from .types import PlanRecord, RecordedRun, Thresholds
@@ -285,7 +285,6 @@ class RegressionOutcome:
         by_size: dict[int, list[Check]] = {}
         for c in self.checks:
             by_size.setdefault(c.batch_size, []).append(c)
-        header = ["metric", "reference", "new", "change", "allowed", "noise", "verdict"]
         for bs, checks in sorted(by_size.items()):
             lines.append("")
             start = self.change_points.get(str(bs))
@@ -296,7 +295,7 @@ class RegressionOutcome:
                 [c.metric, c.reference, c.new, c.change or "-", c.allowed or "-", c.noise or "-", c.verdict]
                 for c in checks
             ]
-            lines += ["  " + line for line in plain_table(header, rows, first_left=True).splitlines()]
+            lines += ["  " + line for line in plain_table(VERDICT_COLUMNS, rows, first_left=True).splitlines()]
             lines += [f"  {c.metric}: {c.note}" for c in checks if c.note]
             changed = next((c.changed for c in checks if c.changed), "")
             if changed:

@@ -240,6 +240,11 @@ def render(
 # --- plain text: aligned columns, short lines ---------------------------------------------------------------
 
 
+# The regression verdict's table per batch size (``regression_details["checks"]``), as the task log and the mail
+# print it.
+VERDICT_COLUMNS = ("metric", "reference", "new", "change", "allowed", "noise", "verdict")
+
+
 def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, first_left: bool = False) -> str:
     """Columns padded to their widest cell (numbers right-aligned), two spaces apart, a rule under the header."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
