@@ -236,12 +236,12 @@ def sample_inputs(bin_path: str | Path, result_root: str | Path, count: int) -> 
     (``<result folder>/inputs_first<N>``; the sampled batch sizes share it); ``bin_path`` itself when it holds
     no more. Hard links (no copy, and the bins' cache entry may go while they are used); symlinks across
     filesystems. Built under a temporary name and renamed: a concurrent task sees it whole or makes its own."""
+    target = Path(result_root) / f"{SAMPLE_PREFIX}{count}"
+    if target.is_dir():  # made by another sampled batch size of this run: no listing of 50,000 bins again
+        return target
     files = list_inputs(bin_path)
     if count >= len(files):
         return Path(bin_path)
-    target = Path(result_root) / f"{SAMPLE_PREFIX}{count}"
-    if target.is_dir():
-        return target
     tmp = Path(result_root) / f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         link_files(files[:count], tmp)
