@@ -356,10 +356,13 @@ def test_full_run_ascend_backend_on_doubles(dag, dataset, tmp_path, monkeypatch)
     run = _store().get_run(dr.run_id)
     assert run["backend"] == "ascend" and run["soc_version"] == "Ascend310P3"
     assert all(b["num_missing"] == 0 and b["throughput"] > 0 for b in run["batches"])
-    # Which chip ran each batch size is recorded (host:npu<chip>), and the chip was one of the host's two.
+    # Which chip ran each batch size's perf is recorded (host:npu<chip>), and the chip was one of the host's two;
+    # so are the chips its inference was split over (host:npu<chip>,npu<chip>), on the same host.
     for b in run["batches"]:
         host, chip = b["device"].rsplit(":npu", 1)
         assert host and int(chip) in (0, 1), b["device"]
+        infer_host, chips = b["infer_device"].split(":", 1)
+        assert infer_host == host and chips and set(chips.split(",")) <= {"npu0", "npu1"}, b["infer_device"]
     calls = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
     tools = [c.get("tool") or c.get("argv", [""])[0] for c in calls]
     assert any("atc" in str(t) for t in tools) and any("ais_bench" in str(t) for t in tools)

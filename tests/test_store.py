@@ -244,3 +244,15 @@ def test_twins_run_refuses_a_run_name_another_run_recorded_before_any_compute(tm
     assert "twins run: error: run name 'by-hand' is already recorded" in err and "Nothing was computed yet" in err
     assert not work.exists()  # no inputs prepared, no model exported, no run folder
     assert ResultsStore(url).get_run("by-hand")["batches"][0]["throughput"] == 9.5
+
+
+def test_a_batch_records_the_chips_its_inference_was_split_over_beside_perfs_one_chip(tmp_path):
+    from twins_tasks.results import batch_row
+
+    # Revision 0005: perf's number is one chip's (device); the inference may have run on several (infer_device).
+    inferred = {"device": "npu-host:npu0,npu1,npu3", "seconds": 2.0, "throughput": 25.0}
+    row = batch_row(4, {"artifact": "m_bs4.om"}, inferred, {"device": "npu-host:npu1", "throughput": 9.0}, {})
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    store.record_run(_run("r1"), [row])
+    (batch,) = store.get_run("r1")["batches"]
+    assert (batch["device"], batch["infer_device"]) == ("npu-host:npu1", "npu-host:npu0,npu1,npu3")

@@ -300,6 +300,7 @@ def batch_row(
         "throughput_cv": perf.get("throughput_cv"),
         "throughput_rounds": perf.get("throughput_rounds"),
         "device": perf.get("device") or None,
+        "infer_device": inferred.get("device") or None,
         "status": "ok",
         **{k: scored.get(k) for k in (*scored_keys, "agreement_images")},
     }

@@ -136,6 +136,8 @@ class BatchResult(Base):
     throughput_max: Mapped[float | None] = mapped_column(Float, nullable=True)
     throughput_cv: Mapped[float | None] = mapped_column(Float, nullable=True)  # stdev / mean over the rounds
     throughput_rounds: Mapped[list | None] = mapped_column(JSON, nullable=True)  # img/s of each round
+    # Revision 0005 (issue 19): the chips of the inference, which may be split over several (``device``: perf's).
+    infer_device: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
     run: Mapped[ValidationRun] = relationship(back_populates="batches")
 
