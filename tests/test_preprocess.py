@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from PIL import Image
 
 from twins_tasks import cli
 from twins_tasks.constants import BIN_BYTES, MEAN, STD
-from twins_tasks.errors import InputError
+from twins_tasks.errors import InputError, TwinsError
 from twins_tasks.labels import IMAGENET, imagenet_wnids
 from twins_tasks.preprocess import transform as transform_module
 from twins_tasks.preprocess import workers as workers_module
@@ -281,6 +284,32 @@ def test_workers_give_identical_bytes(sample, tmp_path):
     assert one.num_written == two.num_written == 9
     assert _bins(tmp_path / "one") == _bins(tmp_path / "two")
     assert (tmp_path / "one" / MANIFEST_NAME).read_text() == (tmp_path / "two" / MANIFEST_NAME).read_text()
+
+
+def test_a_pool_worker_killed_by_the_oom_killer_fails_the_step_instead_of_hanging_it():
+    from tests.doubles.helpers import die_on
+
+    # Pool replaces a SIGKILLed worker, but the tasks it held never come back: imap waited for them for ever.
+    outcome: list[BaseException] = []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # fresh interpreters: pytest runs other threads
+
+        def consume() -> None:
+            try:
+                list(workers_module.watched(pool, pool.imap_unordered(die_on, range(8)), "preprocess"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=consume, daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert not waiter.is_alive(), "the pool still waits for the killed worker's task"
+    (error,) = outcome
+    assert isinstance(error, TwinsError) and re.fullmatch(
+        r"a preprocess worker process \(pid \d+\) died \(killed by SIGKILL, usually the kernel's out-of-memory "
+        r"killer\) with tasks that will never finish: give the task more memory or run fewer --workers, then run it "
+        r"again \(finished files are kept\)",
+        str(error),
+    ), error
 
 
 def test_rerun_keeps_complete_bins_and_redoes_short_ones(sample, tmp_path, caplog):

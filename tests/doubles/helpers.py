@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,10 @@ def read_log(path: str | os.PathLike, tool: str | None = None) -> list[dict]:
         return []
     calls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [c for c in calls if c["tool"] == tool or (tool is None and c["tool"] != "events")]
+
+
+def die_on(item: int, fatal: int = 3) -> int:
+    """A pool task that kills its own worker (SIGKILL, as the kernel's out-of-memory killer does) on ``fatal``."""
+    if item == fatal:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item

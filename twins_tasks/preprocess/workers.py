@@ -12,8 +12,9 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from multiprocessing.pool import IMapIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -23,6 +24,11 @@ from .sources import unreadable_reason
 from .transform import transform_image
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a wait for the pool's next result goes before checking that no worker died.
+WATCH_S = 1.0
 
 # Set in pool workers: once one of them cannot write (disk full), the others skip their remaining tasks.
 _STOP: Any = None
@@ -106,6 +112,33 @@ def worker_context(preload: str) -> Any:
     return ctx
 
 
+def watched(pool: Any, results: IMapIterator[T], what: str) -> Iterator[T]:
+    """``results`` (``pool.imap``/``imap_unordered``) as they come; a TwinsError once a worker has died.
+
+    A worker killed by a signal (the kernel's out-of-memory killer sends SIGKILL) is replaced by the Pool, but the
+    tasks it held never come back and ``imap`` would wait for them for ever: a nightly run hung, not failed.
+    Pool keeps its worker processes in ``_pool`` (CPython, every version since 2.6); without it nothing is watched.
+    """
+    seen = {p.pid: p for p in getattr(pool, "_pool", [])}
+    while True:
+        try:
+            yield results.next(timeout=WATCH_S)
+        except StopIteration:
+            return
+        except multiprocessing.TimeoutError:
+            seen.update({p.pid: p for p in getattr(pool, "_pool", [])})
+            dead = [p for p in seen.values() if p.exitcode not in (None, 0)]
+            if dead:
+                code = dead[0].exitcode
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                oom = ", usually the kernel's out-of-memory killer" if code == -signal.SIGKILL else ""
+                raise TwinsError(
+                    f"a {what} worker process (pid {dead[0].pid}) died ({how}{oom}) with tasks that will never "
+                    f"finish: give the task more memory or run fewer --workers, then run it again (finished files "
+                    "are kept)"
+                ) from None
+
+
 def run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple[int, str | None]]:
     """(index, reason it cannot be decoded or None) per ``(index, source, target)`` task, in completion order;
     the first write error (or out-of-memory error) is raised at the end.
@@ -131,7 +164,9 @@ def run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple
     # Chunks amortise the inter-process round trip; small enough that progress keeps moving.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     try:
-        for index, reason, error in pool.imap_unordered(_convert_one, tasks, chunksize=chunksize):
+        for index, reason, error in watched(
+            pool, pool.imap_unordered(_convert_one, tasks, chunksize=chunksize), "preprocess"
+        ):
             if error is not None:
                 # Keep the real write error, not a worker's "stopped" note that may arrive before it.
                 if failure is None or (
