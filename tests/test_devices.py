@@ -21,11 +21,15 @@ from pathlib import Path
 import pytest
 
 from tests.doubles.helpers import SET_ENV, fake_host, make_inputs, make_model, read_log
+from twins_tasks.backends import get_backend
 from twins_tasks.backends.ascend import AscendBackend, IdlePolicy
 from twins_tasks.checks import parse_device_ids
 from twins_tasks.cli import main
 from twins_tasks.devices import check_chips, check_lease_dir, lease_chip, resolve_device_ids
 from twins_tasks.errors import InputError, ToolError
+from twins_tasks.recipe import BackendSettings, RecipeConfig
+from twins_tasks.steps import perf_step, plan_run
+from twins_tasks.store import ResultsStore
 from twins_tasks.toolrun import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,13 +366,28 @@ def test_check_chips_resolves_on_this_host_and_makes_the_lease_files(host, tmp_p
     assert check_chips(backend, "auto") == [0, 1]
     assert check_chips(backend, (1,)) == [1]
     assert sorted(p.name for p in (host / "leases").iterdir()) == ["npu0.lock", "npu1.lock"]
-    with pytest.raises(InputError, match=r"soc_version=auto reads NPU device 3 in npu-smi info on host .*, which "):
-        check_chips(AscendBackend(cann_env=str(SET_ENV), device=3), "auto")
     for bad in ("256", "-1", "1,x"):
         with pytest.raises(InputError, match="out of range: use 0 to 255|is not an integer"):
             parse_device_ids(bad)
     with pytest.raises(InputError, match="must be an integer from 0 to 255"):
         AscendBackend(cann_env=str(SET_ENV), device=256)
+
+
+def test_auto_on_a_host_without_chip_0_plans_on_the_chips_it_has(host, tmp_path, monkeypatch):
+    # The backend's own chip stayed 0 under device_ids=auto: soc_version=auto then read a chip the host lacks and
+    # plan failed ("soc_version=auto reads NPU device 0 ..."). Now it is the first chip npu-smi shows.
+    monkeypatch.setenv("FAKE_NPU_IDS", "2,3")
+    (tmp_path / "val").mkdir()
+    backend = BackendSettings(name="ascend", cann_env=str(SET_ENV), device_ids="auto")  # soc_version auto
+    config = RecipeConfig(dataset_path=str(tmp_path / "val"), random_init=True, backend=backend)
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    plan = plan_run(config, work_dir=tmp_path / "work", run_key="no-chip-0", store=store)
+    assert plan["device_ids"] == [2, 3] and plan["backend_options"]["device"] == 2
+    assert plan["backend_description"]["soc_version"] == "Ascend310P3"
+    backend_on_2 = get_backend(plan["backend"], **plan["backend_options"])
+    artifact = backend_on_2.compile(make_model(host / "m.onnx"), 1, host / "compiled").artifact
+    perf = perf_step(backend_on_2, artifact, 1, loop=1, device_ids=plan["device_ids"])
+    assert perf["device"].endswith((":npu2", ":npu3")), perf["device"]
 
 
 def test_an_unwritable_lease_folder_is_named_at_plan_and_at_lease(host, tmp_path):

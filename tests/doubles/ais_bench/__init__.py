@@ -51,8 +51,8 @@ model's. Compute times are synthetic: FAKE_AIS_MS_PER_IMAGE (default 7.5) ms per
 Environment
   - FAKE_AIS_CRASH=1 (uncaught exception, exit 1), FAKE_AIS_DROP=1 (the last input's output is not written,
     exit 0), FAKE_AIS_SLEEP=seconds (hang).
-  - TWINS_FAKE_NPUS (or FAKE_NPU_COUNT, default 1): chips; a ``--device`` not below it fails like a missing
-    device.
+  - TWINS_FAKE_NPUS (or FAKE_NPU_COUNT, default 1): chips 0..N-1, or FAKE_NPU_IDS (e.g. ``2,3``); a ``--device``
+    not among them fails like a missing device.
   - FAKE_NPU_LOCK_DIR: while running on device N, hold an exclusive ``flock`` on ``<dir>/device<N>.lock``;
     a second process on the same device fails at once, loudly (exit 1, ``[ERROR] fake NPU device N is
     already in use``). ``holds``/``releases``/``clash`` events go to TWINS_DOUBLES_LOG as tool
@@ -145,8 +145,11 @@ def record(entry: dict, tool: str = "ais_bench") -> None:
             fh.write(json.dumps({"tool": tool, **entry}) + "\n")
 
 
-def chip_count() -> int:
-    return int(os.environ.get("TWINS_FAKE_NPUS") or os.environ.get("FAKE_NPU_COUNT") or "1")
+def chip_ids() -> list[int]:
+    """The host's chips, as the npu-smi double shows them: FAKE_NPU_IDS, else 0..TWINS_FAKE_NPUS-1."""
+    if os.environ.get("FAKE_NPU_IDS"):
+        return [int(v) for v in os.environ["FAKE_NPU_IDS"].split(",")]
+    return list(range(int(os.environ.get("TWINS_FAKE_NPUS") or os.environ.get("FAKE_NPU_COUNT") or "1")))
 
 
 def delay(kind: str) -> float:
@@ -328,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("error bad parameters --output_dirname")
     if isinstance(args.device, list):
         return multidevice(argv, args)
-    if chip_count() <= args.device:
+    if args.device not in chip_ids():
         raise RuntimeError(f"open device {args.device} failed: no such NPU device (fake)")
     with hold_device(args.device):
         return run(args)
