@@ -295,7 +295,10 @@ def test_a_pool_worker_killed_by_the_oom_killer_fails_the_step_instead_of_hangin
 
         def consume() -> None:
             try:
-                list(workers_module.watched(pool, pool.imap_unordered(die_on, range(8)), "preprocess"))
+                assert sorted(workers_module.watched_map(pool, die_on, list(range(4, 11)), 3, "preprocess")) == [
+                    *range(4, 11)
+                ]  # chunks of 3, every result once
+                list(workers_module.watched_map(pool, die_on, list(range(8)), 2, "preprocess"))
             except BaseException as exc:
                 outcome.append(exc)
 

@@ -20,7 +20,7 @@ from .constants import NUM_CLASSES
 from .errors import InputError
 from .files import atomic_path, write_json_atomic
 from .labels import imagenet_wnids
-from .preprocess.workers import default_workers, watched, worker_context
+from .preprocess.workers import default_workers, watched_map, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def make_sample(
         # Chunks amortise the round trip to the pool.
         with worker_context(__name__).Pool(workers) as pool:
             chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-            paths = list(watched(pool, pool.imap_unordered(_make_one, tasks, chunksize=chunksize), "make-sample"))
+            paths = list(watched_map(pool, _make_one, tasks, chunksize, "make-sample"))
     else:
         paths = [_make_one(task) for task in tasks]
     write_json_atomic(

@@ -6,12 +6,13 @@ the pool ends with close/join rather than terminate, which has been seen to hang
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.pool import IMapIterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,17 +113,26 @@ def worker_context(preload: str) -> Any:
     return ctx
 
 
-def watched(pool: Any, results: IMapIterator[T], what: str) -> Iterator[T]:
-    """``results`` (``pool.imap``/``imap_unordered``) as they come; a TwinsError once a worker has died.
+def _apply_all(func: Callable[[Any], T], items: list[Any]) -> list[T]:
+    return [func(item) for item in items]
+
+
+def watched_map(pool: Any, func: Callable[[Any], T], tasks: list[Any], chunksize: int, what: str) -> Iterator[T]:
+    """``func`` over ``tasks`` in ``pool`` (chunks of ``chunksize``, in completion order); a TwinsError once a
+    worker has died.
 
     A worker killed by a signal (the kernel's out-of-memory killer sends SIGKILL) is replaced by the Pool, but the
-    tasks it held never come back and ``imap`` would wait for them for ever: a nightly run hung, not failed.
-    Pool keeps its worker processes in ``_pool`` (CPython, every version since 2.6); without it nothing is watched.
+    tasks it held never come back and ``imap`` would wait for them for ever: a nightly run hung, not failed. The
+    chunks are made here because only ``imap_unordered`` with chunksize 1 returns an iterator whose ``next`` takes
+    a timeout (a larger chunksize returns a plain generator). Pool keeps its worker processes in ``_pool``
+    (CPython, every version since 2.6); without it nothing is watched.
     """
+    chunks = [tasks[i : i + chunksize] for i in range(0, len(tasks), max(1, chunksize))]
+    results: IMapIterator[list[T]] = pool.imap_unordered(functools.partial(_apply_all, func), chunks)
     seen = {p.pid: p for p in getattr(pool, "_pool", [])}
     while True:
         try:
-            yield results.next(timeout=WATCH_S)
+            yield from results.next(timeout=WATCH_S)
         except StopIteration:
             return
         except multiprocessing.TimeoutError:
@@ -164,9 +174,7 @@ def run_tasks(tasks: list[tuple[int, str, str]], workers: int) -> Iterator[tuple
     # Chunks amortise the inter-process round trip; small enough that progress keeps moving.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     try:
-        for index, reason, error in watched(
-            pool, pool.imap_unordered(_convert_one, tasks, chunksize=chunksize), "preprocess"
-        ):
+        for index, reason, error in watched_map(pool, _convert_one, tasks, chunksize, "preprocess"):
             if error is not None:
                 # Keep the real write error, not a worker's "stopped" note that may arrive before it.
                 if failure is None or (
