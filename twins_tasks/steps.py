@@ -72,8 +72,8 @@ def plan_run(
     instance = get_backend(backend, **options)
     device_ids = resolve_chips(instance, config.backend.device_ids)
     if device_ids and options.get("device") not in device_ids:
-        # device_ids=auto on a host without chip 0: the backend's own chip (soc_version=auto reads it; atc and
-        # perf start from it) is the first one npu-smi shows, not 0.
+        # device_ids=auto on a host without chip 0: the backend's own chip, which soc_version=auto reads, is the
+        # first one npu-smi shows there, not 0.
         options = {**options, "device": device_ids[0]}
         instance = get_backend(backend, **options)
     description = describe_backend(instance)
